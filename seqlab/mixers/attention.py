@@ -1,1 +1,240 @@
-"""(being written)"""
+"""Causal multi-head softmax attention with rotary positions, grouped-query
+heads and an optional sliding window (Vaswani et al. arXiv:1706.03762;
+RoFormer arXiv:2104.09864; GQA arXiv:2305.13245; Mistral's window arXiv:2310.06825).
+
+    y_t = W_o · concat_h softmax(q_t,h · K_h[:t]ᵀ / √d) V_h[:t]
+
+As an RNN, attention's state is the key/value cache, which grows by one
+entry per token. The cache here is a preallocated buffer plus one length per
+batch row, so rows may sit at different positions (ragged prompts, rows of a
+speculative batch that accepted different numbers of tokens) and rewinding a
+row is setting its length back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.config import Config, require
+from seqlab.mixers import register
+from seqlab.mixers.base import Mixer, heads_divide
+from seqlab.nn.rotary import apply_rotary, rotary_angles
+from seqlab.state import State, StateError
+
+# enable_gqa arrived in torch 2.5; older versions get the kv heads repeated.
+_TORCH_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+@dataclass(frozen=True)
+class KVCache(State):
+    """Key/value cache: buffers ``(B, H_kv, capacity, Dh)`` and per-row lengths.
+
+    Row ``b`` holds valid entries at ``[:, :lengths[b]]``; the rest of the
+    buffer is scratch. A forward call writes its new keys at each row's
+    length (in place, past the live region) and returns a state with longer
+    lengths that shares the buffer. The earlier state is therefore still a
+    valid snapshot, and ``truncate`` rewinds by lowering lengths. Two live
+    continuations of one state must not share a buffer: branch with
+    ``select`` or ``clone``, which copy.
+    """
+
+    k: Tensor
+    v: Tensor
+    lengths: tuple[int, ...]
+
+    can_truncate: ClassVar[bool] = True
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    def live_tensors(self):
+        """The valid cache entries, row by row (for comparisons and accounting)."""
+        for b, n in enumerate(self.lengths):
+            yield self.k[b, :, :n]
+            yield self.v[b, :, :n]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.live_tensors())
+
+    def select(self, index) -> "KVCache":
+        idx = index.tolist() if isinstance(index, Tensor) else list(index)
+        hi = max((self.lengths[i] for i in idx), default=0)
+        t = torch.as_tensor(idx, dtype=torch.long, device=self.k.device)
+        return KVCache(self.k[:, :, :hi].index_select(0, t), self.v[:, :, :hi].index_select(0, t),
+                       tuple(self.lengths[i] for i in idx))
+
+    def clone(self) -> "KVCache":
+        hi = max(self.lengths, default=0)
+        return KVCache(self.k[:, :, :hi].clone(), self.v[:, :, :hi].clone(), self.lengths)
+
+    def truncate(self, length: int | Sequence[int]) -> "KVCache":
+        """Rewind every row to ``length`` tokens (an int, or one int per row)."""
+        new = (length,) * self.batch_size if isinstance(length, int) else tuple(int(n) for n in length)
+        if len(new) != self.batch_size:
+            raise StateError(f"truncate got {len(new)} lengths for a cache of {self.batch_size} rows")
+        for b, (n, old) in enumerate(zip(new, self.lengths)):
+            if not 0 <= n <= old:
+                raise StateError(f"cannot truncate row {b} of length {old} to {n}: "
+                                 "a cache can only rewind to a length between 0 and its own")
+        return dataclasses.replace(self, lengths=new)
+
+    @classmethod
+    def cat(cls, states: Sequence["KVCache"]) -> "KVCache":
+        if not states:
+            raise StateError("KVCache.cat needs at least one cache")
+        hi = max(max(s.lengths, default=0) for s in states)
+        ks, vs = [], []
+        for s in states:
+            pad = hi - min(s.capacity, hi)
+            ks.append(F.pad(s.k[:, :, :hi], (0, 0, 0, pad)))
+            vs.append(F.pad(s.v[:, :, :hi], (0, 0, 0, pad)))
+        return KVCache(torch.cat(ks), torch.cat(vs), sum((s.lengths for s in states), ()))
+
+
+@dataclass(frozen=True)
+class AttentionConfig(Config):
+    heads: int = 4
+    kv_heads: int | None = None       # None: as many as heads (plain multi-head)
+    window: int | None = None         # sliding window: attend to the last `window` tokens
+    rotary: bool = True
+    rope_theta: float = 10000.0
+    bias: bool = False                # biases on the q/k/v projections (Qwen-style)
+    scale: float | None = None        # None: 1/sqrt(head_dim)
+
+    def validate(self) -> None:
+        require(self.heads > 0, self, "heads", "a positive int")
+        require(self.kv_heads is None or (self.kv_heads > 0 and self.heads % self.kv_heads == 0),
+                self, "kv_heads", f"a positive divisor of heads = {self.heads}")
+        require(self.window is None or self.window > 0, self, "window", "a positive int or None")
+        require(self.rope_theta > 0, self, "rope_theta", "a positive number")
+        require(self.scale is None or self.scale > 0, self, "scale", "a positive number or None")
+
+
+@register("attention")
+class Attention(Mixer):
+    Config = AttentionConfig
+    State = KVCache
+    example_options = {"heads": 4, "kv_heads": 2}
+    cost = ("parallel O(L^2) time, O(L) memory (fused SDPA); step O(L) time; "
+            "state 2*kv_heads*head_dim*L (grows with L)")
+
+    def __init__(self, dim: int, cfg: AttentionConfig):
+        super().__init__(dim, cfg)
+        self.head_dim = heads_divide(dim, cfg.heads)
+        if cfg.rotary and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim; dim = {dim} / heads = "
+                             f"{cfg.heads} gives {self.head_dim}")
+        self.heads = cfg.heads
+        self.kv_heads = cfg.kv_heads or cfg.heads
+        kv_dim = self.kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+        self.scale = cfg.scale if cfg.scale is not None else self.head_dim ** -0.5
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> KVCache:
+        shape = (batch_size, self.kv_heads, 0, self.head_dim)
+        dev, dt = self._state_device(device), self._state_dtype(dtype)
+        return KVCache(torch.empty(shape, device=dev, dtype=dt),
+                       torch.empty(shape, device=dev, dtype=dt), (0,) * batch_size)
+
+    def state_size(self, seq_len: int) -> int:
+        return 2 * self.kv_heads * self.head_dim * seq_len
+
+    def mix(self, x: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)       # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)    # (B, Hkv, T, Dh)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        fresh = state is None or max(state.lengths, default=0) == 0
+        lengths = (0,) * B if state is None else state.lengths
+        if self.cfg.rotary:
+            pos = torch.arange(T, device=x.device).expand(B, T)
+            if not fresh:
+                pos = pos + torch.tensor(lengths, device=x.device)[:, None]
+            cos, sin = rotary_angles(pos, self.head_dim, self.cfg.rope_theta, dtype=q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        if fresh:
+            # The training path: plain causal attention, the cache is k and v as they are.
+            mask = None if self.cfg.window is None else self._mask(lengths, T, 0, T, x.device)
+            y = self._sdpa(q, k, v, mask, is_causal=mask is None and T > 1)
+            new_state = KVCache(k, v, (T,) * B)
+        else:
+            new_state = self._append(state, k, v)
+            lo = 0 if self.cfg.window is None else max(0, min(lengths) - self.cfg.window + 1)
+            hi = max(lengths) + T
+            uniform_step = T == 1 and self.cfg.window is None and min(lengths) == max(lengths)
+            mask = None if uniform_step else self._mask(lengths, T, lo, hi, x.device)
+            y = self._sdpa(q, new_state.k[:, :, lo:hi], new_state.v[:, :, lo:hi], mask, is_causal=False)
+        y = y.transpose(1, 2).reshape(B, T, self.dim)
+        return self.o_proj(y), new_state
+
+    def _sdpa(self, q, k, v, mask, is_causal):
+        if self.kv_heads != self.heads and not _TORCH_HAS_GQA:
+            rep = self.heads // self.kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                                  scale=self.scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                              scale=self.scale,
+                                              enable_gqa=self.kv_heads != self.heads)
+
+    def _mask(self, lengths, T, lo, hi, device) -> Tensor:
+        """Boolean (B, 1, T, hi-lo): query t of row b sees key j iff j <= len_b + t (and inside the window)."""
+        qpos = torch.tensor(lengths, device=device)[:, None] + torch.arange(T, device=device)  # (B, T)
+        kpos = torch.arange(lo, hi, device=device)                                              # (S,)
+        ok = kpos[None, None, :] <= qpos[:, :, None]
+        if self.cfg.window is not None:
+            ok = ok & (kpos[None, None, :] > qpos[:, :, None] - self.cfg.window)
+        return ok[:, None]
+
+    @staticmethod
+    def _append(state: KVCache, k: Tensor, v: Tensor) -> KVCache:
+        """Write new keys/values at each row's length; grow the buffer when full."""
+        B, _, T, _ = k.shape
+        lengths = state.lengths
+        need = max(lengths) + T
+        if torch.is_grad_enabled() and (k.requires_grad or state.k.requires_grad):
+            # Training through a carried cache: build new tensors, no in-place writes
+            # into tensors autograd has saved.
+            if min(lengths) == max(lengths):
+                n = lengths[0]
+                return KVCache(torch.cat([state.k[:, :, :n], k], 2), torch.cat([state.v[:, :, :n], v], 2),
+                               tuple(n + T for n in lengths))
+            rows_k, rows_v = [], []
+            for b, n in enumerate(lengths):
+                pad = need - n - T
+                rows_k.append(F.pad(torch.cat([state.k[b, :, :n], k[b]], 1), (0, 0, 0, pad)))
+                rows_v.append(F.pad(torch.cat([state.v[b, :, :n], v[b]], 1), (0, 0, 0, pad)))
+            return KVCache(torch.stack(rows_k), torch.stack(rows_v), tuple(n + T for n in lengths))
+        kbuf, vbuf = state.k, state.v
+        if need > state.capacity or kbuf.dtype != k.dtype:
+            cap = max(need, 2 * state.capacity, 64)
+            live = max(lengths)
+            kbuf = k.new_zeros(B, k.shape[1], cap, k.shape[3])  # zeros: masked scratch must not hold NaN
+            vbuf = v.new_zeros(B, v.shape[1], cap, v.shape[3])
+            kbuf[:, :, :live] = state.k[:, :, :live]
+            vbuf[:, :, :live] = state.v[:, :, :live]
+        if min(lengths) == max(lengths):
+            n = lengths[0]
+            kbuf[:, :, n:n + T] = k
+            vbuf[:, :, n:n + T] = v
+        else:
+            for b, n in enumerate(lengths):
+                kbuf[b, :, n:n + T] = k[b]
+                vbuf[b, :, n:n + T] = v[b]
+        return KVCache(kbuf, vbuf, tuple(n + T for n in lengths))
