@@ -1,0 +1,85 @@
+"""Save and load models: weights as safetensors, the config beside them as JSON.
+
+Both files are written to temporary names and renamed into place, so a crash
+mid-save leaves any earlier checkpoint in the folder intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from seqlab.config import ConfigError
+from seqlab.models.lm import LM, LMConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing, truncated, corrupt or of another model."""
+
+
+def save(model: LM, path: str | os.PathLike) -> Path:
+    """Write ``model`` to folder ``path`` (created if needed); returns the folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp_w, tmp_c = path / (WEIGHTS + ".tmp"), path / (CONFIG + ".tmp")
+    save_model(model, str(tmp_w))
+    tmp_c.write_text(json.dumps({"kind": "lm", "config": model.cfg.to_dict()}, indent=2))
+    for tmp in (tmp_w, tmp_c):
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp_w, path / WEIGHTS)
+    os.replace(tmp_c, path / CONFIG)
+    return path
+
+
+def load_config(path: str | os.PathLike) -> LMConfig:
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint folder (expected a folder holding "
+                              f"{CONFIG} and {WEIGHTS})")
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path} has no {CONFIG}: not a seqlab checkpoint, or an "
+                              "interrupted save")
+    try:
+        data = json.loads(cfg_file.read_text())
+        return LMConfig.from_dict(data["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{cfg_file} is corrupt ({e}); restore it from a copy or retrain")
+    except ConfigError as e:
+        raise CheckpointError(f"{cfg_file} holds an invalid config: {e}")
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+         dtype: torch.dtype | None = None) -> LM:
+    """Load a model saved by :func:`save`.
+
+    Raises:
+        CheckpointError: the folder, config or weights are missing, corrupt,
+            truncated, or do not match the config.
+    """
+    cfg = load_config(path)
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{path} has no {WEIGHTS}")
+    model = LM(cfg)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt")
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match its config: missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]}")
+    model.to(device)
+    if dtype is not None:
+        model.to(dtype)
+    return model

@@ -1,0 +1,279 @@
+"""The decoder language model: ``embed -> blocks -> norm -> head``.
+
+A block is ``x + mixer(norm(x))`` then ``x + mlp(norm(x))`` (pre-norm,
+RMSNorm, SwiGLU MLP: the Llama layout, so pretrained checkpoints map onto
+it). The layer pattern names one registered mixer per layer, so a hybrid is a
+list such as ``["mamba", "mamba", "attention"] * 4``. The model has the same
+two faces as its mixers: ``model(tokens, state)`` runs a whole chunk in
+parallel and ``model.step(token, state)`` advances one token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import seqlab.mixers as mixers
+from seqlab.config import Config, ConfigError, require
+from seqlab.nn import RMSNorm, SwiGLU
+from seqlab.state import State, StateError
+
+
+@dataclass(frozen=True)
+class LMConfig(Config):
+    """Options of the decoder LM.
+
+    Attributes:
+        vocab_size: number of token ids (256 = bytes).
+        dim: model width.
+        layers: one registered mixer name per layer.
+        mixer_options: per mixer name, that mixer's options, e.g.
+            ``{"attention": {"heads": 8, "kv_heads": 2}}``.
+        mlp_hidden: hidden width of each block's SwiGLU MLP; None picks
+            Llama's 8/3·dim rounded up to a multiple of 64; 0 removes the MLP
+            (Mamba-style blocks).
+        norm_eps: RMSNorm epsilon.
+        tie_embeddings: the output head reuses the embedding matrix.
+        init_std: standard deviation of embedding and MLP weights.
+    """
+
+    vocab_size: int = 256
+    dim: int = 128
+    layers: tuple[str, ...] = ("attention", "mamba", "mamba")
+    mixer_options: dict = field(default_factory=dict)
+    mlp_hidden: int | None = None
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        require(self.vocab_size > 0, self, "vocab_size", "a positive int")
+        require(self.dim > 0, self, "dim", "a positive int")
+        require(len(self.layers) > 0, self, "layers", "at least one mixer name")
+        known = mixers.names()
+        for name in self.layers:
+            if name not in known:
+                raise ConfigError(f"LMConfig.layers names unknown mixer {name!r}; "
+                                  f"known mixers: {', '.join(known)}")
+        for name, opts in self.mixer_options.items():
+            if name not in self.layers:
+                raise ConfigError(f"LMConfig.mixer_options has options for {name!r}, which is not "
+                                  f"in layers {list(self.layers)}")
+            if not isinstance(opts, dict):
+                raise ConfigError(f"LMConfig.mixer_options[{name!r}] = {opts!r} is not allowed: "
+                                  "expected a mapping of option names to values")
+            mixers.get(name).Config.from_dict(opts)  # names a bad option now, not at build time
+        require(self.mlp_hidden is None or self.mlp_hidden >= 0, self, "mlp_hidden",
+                "None, 0 (no MLP) or a positive int")
+        require(self.norm_eps > 0, self, "norm_eps", "a positive number")
+        require(self.init_std > 0, self, "init_std", "a positive number")
+
+    @property
+    def mlp_width(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        return -(-int(8 * self.dim / 3) // 64) * 64
+
+
+@dataclass(frozen=True)
+class LMState(State):
+    """The model's state: one state per layer, in layer order."""
+
+    layers: tuple[State, ...]
+
+    @property
+    def can_truncate(self) -> bool:  # type: ignore[override]
+        return all(s.can_truncate for s in self.layers)
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].batch_size
+
+    def select(self, index) -> "LMState":
+        if not isinstance(index, Tensor):
+            index = torch.as_tensor(list(index), dtype=torch.long)
+        return LMState(tuple(s.select(index) for s in self.layers))
+
+    def clone(self) -> "LMState":
+        return LMState(tuple(s.clone() for s in self.layers))
+
+    def detach(self) -> "LMState":
+        return LMState(tuple(s.detach() for s in self.layers))
+
+    def nbytes(self) -> int:
+        return sum(s.nbytes() for s in self.layers)
+
+    def truncate(self, length) -> "LMState":
+        stuck = sorted({type(s).__name__ for s in self.layers if not s.can_truncate})
+        if stuck:
+            raise StateError(f"this model's state cannot rewind: its {', '.join(stuck)} layers are "
+                             "recurrent. Keep the earlier state (a snapshot) and recompute instead.")
+        return LMState(tuple(s.truncate(length) for s in self.layers))
+
+    @classmethod
+    def cat(cls, states: Sequence["LMState"]) -> "LMState":
+        if not states:
+            raise StateError("LMState.cat needs at least one state")
+        n = len(states[0].layers)
+        return LMState(tuple(type(states[0].layers[i]).cat([s.layers[i] for s in states])
+                             for i in range(n)))
+
+
+class Block(nn.Module):
+    """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, cfg: LMConfig, mixer: mixers.Mixer):
+        super().__init__()
+        self.mixer_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mixer = mixer
+        width = cfg.mlp_width
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps) if width else None
+        self.mlp = SwiGLU(cfg.dim, width) if width else None
+
+    def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        h, state = self.mixer.mix(self.mixer_norm(x), state)
+        x = x + h
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        h, state = self.mixer.step_unchecked(self.mixer_norm(x), state)
+        x = x + h
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+
+class LM(nn.Module):
+    """Decoder LM built from a layer pattern of registered mixers.
+
+    Example:
+        >>> model = build_lm(vocab_size=256, dim=64, layers=["attention", "mamba"])
+        >>> logits, state = model(torch.randint(0, 256, (2, 10)))
+        >>> logits, state = model(torch.randint(0, 256, (2, 3)), state)   # continue
+        >>> next_logits, state = model.step(logits[:, -1].argmax(-1), state)
+    """
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(
+            Block(cfg, mixers.build(name, cfg.dim, **cfg.mixer_options.get(name, {})))
+            for name in cfg.layers)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self._init_weights()
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    def _init_weights(self) -> None:
+        # Only the LM's own parts: each mixer keeps the initialisation its paper prescribes.
+        std = self.cfg.init_std
+        nn.init.normal_(self.embed.weight, std=std)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.head.weight, std=std)
+        for block in self.blocks:
+            if block.mlp is not None:
+                for lin in (block.mlp.gate_proj, block.mlp.up_proj):
+                    nn.init.normal_(lin.weight, std=std)
+                # Residual-branch outputs shrink with depth (GPT-2) so the stream's scale stays put.
+                nn.init.normal_(block.mlp.down_proj.weight, std=std / (2 * len(self.blocks)) ** 0.5)
+
+    # -- the two faces ------------------------------------------------------
+    def forward(self, tokens: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
+        """Parallel face: ``tokens: (B, T)`` int64 -> ``logits: (B, T, vocab)`` and the new state.
+
+        Raises:
+            ValueError: tokens of the wrong rank, dtype or range.
+            StateError: a state from another model or of another batch size.
+        """
+        self._check_tokens(tokens, rank=2)
+        layer_states = self._check_state(state, tokens.shape[0])
+        x = self.embed(tokens)
+        new = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block(x, s)
+            new.append(s)
+        return self.head(self.norm(x)), LMState(tuple(new))
+
+    def step(self, token: Tensor, state: LMState) -> tuple[Tensor, LMState]:
+        """Recurrent face: ``token: (B,)`` -> ``logits: (B, vocab)`` and the new state."""
+        self._check_tokens(token, rank=1)
+        layer_states = self._check_state(state, token.shape[0])
+        x = self.embed(token)
+        new = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block.step(x, s)
+            new.append(s)
+        return self.head(self.norm(x)), LMState(tuple(new))
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> LMState:
+        return LMState(tuple(b.mixer.init_state(batch_size, device=device, dtype=dtype)
+                             for b in self.blocks))
+
+    # -- facts --------------------------------------------------------------------
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique parameters (a tied head counts once)."""
+        seen = {id(p): p for p in self.parameters()}
+        n = sum(p.numel() for p in seen.values())
+        if exclude_embeddings:
+            n -= self.embed.weight.numel()
+        return n
+
+    def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes of recurrent state per sequence after ``seq_len`` tokens."""
+        elem = torch.empty((), dtype=dtype).element_size()
+        return sum(b.mixer.state_size(seq_len) for b in self.blocks) * elem
+
+    # -- checks -------------------------------------------------------------------
+    def _check_tokens(self, tokens: Tensor, rank: int) -> None:
+        shape = "(batch, length)" if rank == 2 else "(batch,)"
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"the model expects token ids as a torch.Tensor {shape}, "
+                            f"got {type(tokens).__name__}")
+        if tokens.dim() != rank:
+            hint = " (add a batch dimension with tokens[None])" if tokens.dim() == rank - 1 else ""
+            raise ValueError(f"the model expects token ids of shape {shape}, got shape "
+                             f"{tuple(tokens.shape)}{hint}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"token ids must be int64 (or int32), got dtype {tokens.dtype}; "
+                             "convert with tokens.long()")
+        if tokens.numel():
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.cfg.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
+
+    def _check_state(self, state: LMState | None, batch_size: int) -> Sequence[State | None]:
+        if state is None:
+            return [None] * len(self.blocks)
+        if not isinstance(state, LMState):
+            raise StateError(f"the model was given a {type(state).__name__}; it needs an LMState "
+                             "(from model.init_state or an earlier call)")
+        if len(state.layers) != len(self.blocks):
+            raise StateError(f"the state has {len(state.layers)} layers but the model has "
+                             f"{len(self.blocks)}: it belongs to another model")
+        for i, (block, s) in enumerate(zip(self.blocks, state.layers)):
+            try:
+                block.mixer.check_state(s, batch_size)
+            except StateError as e:
+                raise StateError(f"layer {i}: {e}") from None
+        return state.layers
+
+
+def build_lm(vocab_size: int = 256, dim: int = 128,
+             layers: Sequence[str] = ("attention", "mamba", "mamba"), **options: Any) -> LM:
+    """Build a decoder LM; ``options`` are further LMConfig fields.
+
+    Example:
+        >>> build_lm(dim=256, layers=["mamba", "mamba", "attention"] * 2,
+        ...          mixer_options={"attention": {"heads": 4, "window": 512}})
+    """
+    cfg = LMConfig.from_dict({"vocab_size": vocab_size, "dim": dim, "layers": tuple(layers), **options})
+    return LM(cfg)
