@@ -1,11 +1,183 @@
-"""The ``seqlab`` command line. Thin: parses arguments, calls the package, prints."""
+"""The ``seqlab`` command line. Thin: parses arguments, builds configs, calls the package.
+
+    seqlab train [CONFIG] [--mixers attention,mamba --dim 256 --layers 6 --data PATH ...]
+    seqlab eval CKPT [--data PATH]
+    seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
+    seqlab info CKPT
+    seqlab demo
+    seqlab mixers
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from seqlab.config import ConfigError
+
+
+class CLIError(Exception):
+    """An error already phrased for the user."""
+
+
+# -- train ---------------------------------------------------------------------------
+def _run_config_from_args(args: argparse.Namespace):
+    import yaml
+
+    from seqlab.train.config import RunConfig, apply_overrides, read_config_file
+
+    data: dict[str, Any] = {}
+    out = Path(args.out) if args.out else None
+    if args.resume and out is not None and (out / "config.yaml").is_file():
+        data = yaml.safe_load((out / "config.yaml").read_text())
+    if args.config:
+        data = _merge(data, read_config_file(args.config))
+    flags: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    if args.mixers:
+        pattern = [m.strip() for m in args.mixers.split(",") if m.strip()]
+        n = args.layers or len(pattern)
+        flags["model"]["layers"] = [pattern[i % len(pattern)] for i in range(n)]
+    elif args.layers:
+        base = data.get("model", {}).get("layers") or RunConfig().model.layers
+        flags["model"]["layers"] = [base[i % len(base)] for i in range(args.layers)]
+    for key, section, field in [("dim", "model", "dim"), ("data", "data", "paths"),
+                                ("tokenizer", "data", "tokenizer"), ("steps", "train", "steps"),
+                                ("batch_size", "train", "batch_size"), ("seq_len", "train", "seq_len"),
+                                ("lr", "train", "lr"), ("device", "train", "device"),
+                                ("precision", "train", "precision"),
+                                ("time_limit", "train", "time_limit")]:
+        value = getattr(args, key)
+        if value is not None:
+            flags[section][field] = value
+    if args.compile:
+        flags["train"]["compile"] = True
+    data = _merge(data, {k: v for k, v in flags.items() if v})
+    if out is not None:
+        data["out_dir"] = str(out)
+    data = apply_overrides(data, args.set or [])
+    return RunConfig.from_dict(data)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from seqlab.train import train
+
+    run = _run_config_from_args(args)
+    result = train(run, resume=args.resume, progress=not args.quiet)
+    if result.evals:
+        ev = result.evals[-1]
+        print(f"step {result.step}: validation {ev['bpb']:.3f} bits per byte (loss {ev['loss']:.4f})")
+    if result.message:
+        print(result.message, file=sys.stderr if result.stopped == "nan" else sys.stdout)
+    if result.checkpoint:
+        print(f"checkpoint: {result.checkpoint}")
+    return 1 if result.stopped == "nan" else 0
+
+
+# -- loading a model from the command line --------------------------------------------------
+def load_for_cli(path: str, device: str = "cpu"):
+    """(model, tokenizer, run config or None) from a run folder or checkpoint folder."""
+    import yaml
+
+    from seqlab.models.io import load
+    from seqlab.tasks.corpus import Tokenizer
+    from seqlab.train.checkpoint import resolve_model_dir
+    from seqlab.train.config import RunConfig
+
+    model_dir = resolve_model_dir(path)
+    model = load(model_dir, device=device).eval()
+    tokenizer = Tokenizer.load(model_dir)
+    run = None
+    for cand in (Path(path) / "config.yaml", model_dir.parent.parent / "config.yaml"):
+        if cand.is_file():
+            run = RunConfig.from_dict(yaml.safe_load(cand.read_text()))
+            break
+    if tokenizer.vocab_size != model.cfg.vocab_size:
+        raise CLIError(f"{model_dir}: the model has a vocabulary of {model.cfg.vocab_size} but its "
+                       f"tokenizer has {tokenizer.vocab_size}; the tokenizer.json beside it is missing "
+                       "or belongs to another model")
+    return model, tokenizer, run
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from seqlab.tasks.corpus import DataConfig, load_corpus
+    from seqlab.train.trainer import evaluate, resolve_device
+
+    device = resolve_device(args.device)
+    model, tokenizer, run = load_for_cli(args.checkpoint, device=str(device))
+    data_cfg = run.data if (run is not None and not args.data) else DataConfig(paths=tuple(args.data or ()))
+    corpus = load_corpus(data_cfg, tokenizer=tokenizer)
+    seq_len = args.seq_len or (run.train.seq_len if run else 256)
+    ev = evaluate(model, corpus, seq_len, args.tokens, args.batch_size, device)
+    print(f"{ev['bpb']:.4f} bits per byte, loss {ev['loss']:.4f} nats/token over {ev['tokens']:,} "
+          f"tokens at seq_len {seq_len}; {ev['tokens_per_s']:,.0f} tokens/s on {device}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from seqlab.decoding import generate
+    from seqlab.decoding.stream import TextStreamer
+    from seqlab.train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
+    prompt = tokenizer.encode(args.prompt)
+    stream = TextStreamer(tokenizer.decode_bytes) if args.stream else None
+    if stream:
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+    with torch.no_grad():
+        out = generate(model, [prompt], strategy=args.strategy, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       min_p=args.min_p, seed=args.seed,
+                       on_token=stream)
+    if stream:
+        stream.finish()
+        print()
+    else:
+        print(args.prompt + tokenizer.decode_bytes(out.tokens[0]).decode("utf-8", "replace"))
+    if args.stats:
+        s = out.stats
+        print(f"[{s['new_tokens']} tokens in {s['wall_s']:.2f} s, {s['tokens_per_s']:.1f} tokens/s, "
+              f"{s['target_calls']} model calls, strategy {s['strategy']}]", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    model, tokenizer, run = load_for_cli(args.checkpoint)
+    cfg = model.cfg
+    print(f"checkpoint : {args.checkpoint}")
+    print(f"parameters : {model.num_parameters():,} ({model.num_parameters(exclude_embeddings=True):,} "
+          "without the embedding)")
+    print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), dim {cfg.dim}, "
+          f"{len(cfg.layers)} layers, MLP width {cfg.mlp_width}")
+    print(f"layers     : {', '.join(cfg.layers)}")
+    for name, opts in cfg.mixer_options.items():
+        print(f"  {name} options: {opts}")
+    print("state bytes per sequence (float32):")
+    for n in (1024, 4096, 16384, 65536):
+        print(f"  L={n:>6}: {model.state_bytes(n):>14,}")
+    if run is not None:
+        print(f"trained    : {run.train.steps} steps planned, batch {run.train.batch_size} x "
+              f"{run.train.seq_len}, data {list(run.data.paths) or 'the Python standard library'}")
+    return 0
+
+
+# -- demo and mixers --------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from seqlab.demo import run_demo
+
+    return run_demo(minutes=args.minutes, out=args.out, device=args.device)
 
 
 def _cmd_mixers(args: argparse.Namespace) -> int:
@@ -18,34 +190,88 @@ def _cmd_mixers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from seqlab.demo import run_demo
-
-    return run_demo(dim=args.dim, length=args.length)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab", description="Sequence models with two faces: "
                                 "parallel for training, recurrent for inference.")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="show every mixer's two faces agreeing on real text",
-                       description="Build a small hybrid byte LM from every registered mixer, run "
-                       "a real Python source file through its parallel face and its recurrent "
-                       "face, and report agreement, speed and state size.")
-    d.add_argument("--dim", type=int, default=64, help="model width (default 64)")
-    d.add_argument("--length", type=int, default=256, help="bytes of text to run (default 256)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a language model", description="Train a language "
+                       "model from a config file (YAML or TOML, see configs/) and/or flags. Flags "
+                       "override the file; --set overrides both.")
+    t.add_argument("config", nargs="?", help="run config file (.yaml, .yml or .toml)")
+    t.add_argument("--mixers", help="layer pattern, e.g. attention,mamba,mamba")
+    t.add_argument("--layers", type=int, help="number of layers (the pattern repeats)")
+    t.add_argument("--dim", type=int, help="model width")
+    t.add_argument("--data", nargs="+", metavar="PATH", help="files, folders or globs (default: "
+                   "the Python standard library's source)")
+    t.add_argument("--tokenizer", choices=["bytes", "bpe"], help="bytes (default) or a BPE trained on the data")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seq-len", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--precision", choices=["auto", "float32", "bfloat16"])
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds")
+    t.add_argument("--out", help="run folder (default runs/default)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override any option, e.g. --set train.warmup=100 (repeatable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=_cmd_train)
+
+    e = sub.add_parser("eval", help="bits per byte of a checkpoint on a corpus")
+    e.add_argument("checkpoint", help="run folder or checkpoint folder")
+    e.add_argument("--data", nargs="+", metavar="PATH", help="text to evaluate on (default: the "
+                   "run's own validation split)")
+    e.add_argument("--seq-len", type=int)
+    e.add_argument("--tokens", type=int, default=262144, help="validation tokens to score")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--device", default="auto")
+    e.set_defaults(fn=_cmd_eval)
+
+    g = sub.add_parser("generate", help="continue a prompt")
+    g.add_argument("checkpoint", help="run folder or checkpoint folder")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--strategy", default="sample", help="greedy or sample")
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--min-p", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    g.add_argument("--stats", action="store_true", help="print speed and call counts")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(fn=_cmd_generate)
+
+    i = sub.add_parser("info", help="parameters, layer pattern and state size of a checkpoint")
+    i.add_argument("checkpoint")
+    i.set_defaults(fn=_cmd_info)
+
+    d = sub.add_parser("demo", help="train a small hybrid byte model on the standard library and "
+                       "stream a continuation (about 5 minutes on 2 CPU cores)")
+    d.add_argument("--minutes", type=float, default=4.0, help="training time budget (default 4)")
+    d.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
+    d.add_argument("--device", default="auto")
     d.set_defaults(fn=_cmd_demo)
+
     m = sub.add_parser("mixers", help="list the registered mixers, their costs and options")
     m.set_defaults(fn=_cmd_mixers)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seqlab.decoding.engine import PromptError
+    from seqlab.models.io import CheckpointError
+    from seqlab.state import StateError
+    from seqlab.tasks.corpus import DataError
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"seqlab: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, DataError, PromptError, StateError, CLIError) as e:
+        print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

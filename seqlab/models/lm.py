@@ -39,6 +39,8 @@ class LMConfig(Config):
         norm_eps: RMSNorm epsilon.
         tie_embeddings: the output head reuses the embedding matrix.
         init_std: standard deviation of embedding and MLP weights.
+        max_length: the longest sequence (prompt plus generation) the model
+            accepts, e.g. a pretrained model's context; None = no limit.
     """
 
     vocab_size: int = 256
@@ -49,6 +51,7 @@ class LMConfig(Config):
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
+    max_length: int | None = None
 
     def validate(self) -> None:
         require(self.vocab_size > 0, self, "vocab_size", "a positive int")
@@ -71,6 +74,8 @@ class LMConfig(Config):
                 "None, 0 (no MLP) or a positive int")
         require(self.norm_eps > 0, self, "norm_eps", "a positive number")
         require(self.init_std > 0, self, "init_std", "a positive number")
+        require(self.max_length is None or self.max_length > 0, self, "max_length",
+                "a positive int or None")
 
     @property
     def mlp_width(self) -> int:

@@ -1,0 +1,67 @@
+"""One decoding engine for every seqlab model.
+
+Example:
+    >>> out = seqlab.decoding.generate(model, [[1, 2, 3], [4, 5]], strategy="sample",
+    ...                                max_new_tokens=32, temperature=0.8, top_p=0.95, seed=0)
+    >>> out.tokens, out.stats["tokens_per_s"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from seqlab.config import ConfigError
+from seqlab.decoding.engine import GenerateOutput, PromptError, StopChecker, as_rows, check_prompts
+from seqlab.decoding.sampling import SamplingConfig
+from seqlab.decoding.strategies import STRATEGIES
+
+
+def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             min_p: float | None = None, seed: int | None = None, eos_id: int | None = None,
+             stop: Sequence[Sequence[int]] = (),
+             on_token: Callable[[int, int], None] | None = None) -> GenerateOutput:
+    """Continue each prompt of a batch.
+
+    Args:
+        model: a seqlab LM (anything with ``model(tokens, state)`` and ``model.step``).
+        prompt: a (B, T) or (T,) tensor of ids, or a list of id lists of any lengths.
+        strategy: one of ``seqlab.decoding.STRATEGIES``.
+        max_new_tokens: tokens to add per row at most.
+        temperature, top_k, top_p, min_p: sampling filters (strategy "sample").
+        seed: seeds the sampler's own generator (reproducible draws).
+        eos_id, stop: a row ends at this id or after any of these id sequences.
+        on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming).
+
+    Returns:
+        GenerateOutput with ``tokens`` (new ids per row) and ``stats``.
+
+    Raises:
+        PromptError: empty, out-of-vocabulary or too long prompts.
+        ConfigError: unknown strategy or bad sampling values.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; known strategies: "
+                          f"{', '.join(sorted(STRATEGIES))}")
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens = {max_new_tokens} is not allowed: expected an int >= 0")
+    rows = as_rows(prompt)
+    check_prompts(model, rows, max_new_tokens)
+    sampling = SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
+    device = next(model.parameters()).device
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        return STRATEGIES[strategy](model, rows, max_new_tokens=max_new_tokens, sampling=sampling,
+                                    stopper=StopChecker(len(rows), eos_id, stop), on_token=on_token,
+                                    generator=gen)
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["GenerateOutput", "PromptError", "SamplingConfig", "STRATEGIES", "generate"]

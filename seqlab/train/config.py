@@ -1,0 +1,136 @@
+"""The run configuration: model + data + training options, one validated object.
+
+Files (YAML or TOML) and command-line flags both become a plain dict,
+``--set section.field=value`` overrides are applied to that dict, and
+``RunConfig.from_dict`` validates the result (an unknown key or a bad value
+names the field, the value and what is allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published separately before 3.11
+    import tomli as tomllib
+
+from seqlab.config import Config, ConfigError, require
+from seqlab.models.lm import LMConfig
+from seqlab.tasks.corpus import DataConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Optimisation, evaluation and checkpointing options.
+
+    ``batch_size`` is the global number of sequences per optimizer step,
+    split across ``grad_accum`` micro-batches and across processes.
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    seq_len: int = 256
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1       # cosine decays to lr * min_lr_ratio
+    warmup: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0          # 0 disables clipping
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"   # auto: bf16 autocast on CUDA
+    compile: bool = False
+    eval_every: int = 200           # 0: only at the end
+    eval_tokens: int = 65536
+    eval_batch_size: int = 16
+    ckpt_every: int = 500           # 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"            # auto, cpu, cuda, cuda:1, ...
+    time_limit: float | None = None  # seconds; stop (and checkpoint) when reached
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_tokens",
+                     "eval_batch_size", "keep_checkpoints", "log_every"):
+            require(getattr(self, name) > 0, self, name, "a positive int")
+        for name in ("warmup", "eval_every", "ckpt_every", "seed"):
+            require(getattr(self, name) >= 0, self, name, "an int >= 0")
+        require(self.batch_size % self.grad_accum == 0, self, "batch_size",
+                f"a multiple of grad_accum = {self.grad_accum}")
+        require(self.lr > 0, self, "lr", "a positive number")
+        require(0 <= self.min_lr_ratio <= 1, self, "min_lr_ratio", "a number in [0, 1]")
+        require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
+        require(0 <= self.beta1 < 1, self, "beta1", "a number in [0, 1)")
+        require(0 <= self.beta2 < 1, self, "beta2", "a number in [0, 1)")
+        require(self.grad_clip >= 0, self, "grad_clip", "a number >= 0 (0 disables)")
+        require(self.time_limit is None or self.time_limit > 0, self, "time_limit",
+                "a positive number of seconds or None")
+
+
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """Everything a training run needs; written beside its checkpoints."""
+
+    model: LMConfig = field(default_factory=LMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs/default"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) run configuration into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {str(path)!r}: use a .yaml, .yml or .toml file")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be parsed: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping with sections "
+                          "model, data, train")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses (numbers, true, lists), a comma list, else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if text.lower() in ("none", "null"):
+        return None
+    if "," in text:
+        return [parse_value(p) for p in text.split(",")]
+    return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides to a nested dict (returns a new dict)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.field=value, e.g. train.lr=3e-4")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a section")
+        node[parts[-1]] = parse_value(value.strip())
+    return out

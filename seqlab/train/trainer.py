@@ -1,0 +1,401 @@
+"""The trainer: one loop for every seqlab LM.
+
+AdamW with warm-up then cosine decay, gradient clipping and accumulation,
+bfloat16 autocast where the device supports it, optional torch.compile,
+periodic evaluation in bits per byte, a progress bar, JSON-lines metrics
+(and TensorBoard when installed), atomic checkpoints and exact resume.
+
+Exact resume: a batch depends only on (seed, step) (see ``Corpus.batch``),
+and a checkpoint holds the model, the optimizer, the step and the random
+state, so on CPU a run stopped and resumed logs the same losses as a run
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from seqlab.config import ConfigError
+from seqlab.models.io import CheckpointError, load
+from seqlab.models.lm import LM
+from seqlab.tasks.corpus import Corpus, DataError, load_corpus
+from seqlab.train import distributed as D
+from seqlab.train.checkpoint import latest_checkpoint, load_trainer_state, write_checkpoint
+from seqlab.train.config import RunConfig, TrainConfig
+
+
+@dataclass
+class TrainResult:
+    step: int                                   # optimizer steps completed
+    stopped: str                                # done | interrupted | nan | time_limit
+    losses: list[float] = field(default_factory=list)   # train loss of each step run here
+    evals: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+    message: str = ""
+
+
+def resolve_device(name: str, info: D.DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {name!r} is not allowed: no CUDA device is visible; "
+                              "use cpu or auto")
+        if info is not None and info.enabled and dev.index is None:
+            dev = torch.device("cuda", info.local_rank)
+    return dev
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "float32":
+        return None
+    if cfg.precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: LM, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW; weight decay only on matrices other than the embedding."""
+    seen, decay, no_decay = set(), [], []
+    for name, p in model.named_parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+
+@torch.no_grad()
+def evaluate(model: LM, corpus: Corpus, seq_len: int, max_tokens: int, batch_size: int,
+             device: torch.device, amp: torch.dtype | None = None,
+             info: D.DistInfo = D.DistInfo()) -> dict[str, float]:
+    """Validation loss and bits per byte over fixed windows.
+
+    Sums of per-token negative log-likelihoods and of target bytes are
+    accumulated in float64 and divided once, so the result does not depend
+    on ``batch_size`` (or on the number of processes).
+    """
+    was_training = model.training
+    model.eval()
+    windows = corpus.eval_windows(seq_len, max_tokens)[info.rank::info.world]
+    token_bytes = torch.from_numpy(corpus.tokenizer.token_byte_lengths()).to(device)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bytes
+    t0 = time.perf_counter()
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size].to(device)
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        with _autocast(device, amp):
+            logits, _ = model(x)
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                              reduction="none")
+        totals += torch.stack([nll.double().sum(), torch.tensor(float(y.numel()), device=device,
+                                                               dtype=torch.float64),
+                               token_bytes[y].sum().double()])
+    D.all_reduce_sum(totals, info)
+    elapsed = time.perf_counter() - t0
+    model.train(was_training)
+    nll, tokens, n_bytes = totals.tolist()
+    return {"loss": nll / tokens, "bpb": nll / (n_bytes * math.log(2)), "tokens": int(tokens),
+            "tokens_per_s": tokens / max(elapsed, 1e-9) * info.world}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class Trainer:
+    """Trains ``run.model`` on ``run.data`` as ``run.train`` says, in ``run.out_dir``.
+
+    Example:
+        >>> run = RunConfig.from_dict({"model": {"dim": 64, "layers": ["attention"]},
+        ...                            "train": {"steps": 100}, "out_dir": "runs/a"})
+        >>> result = Trainer(run).fit()
+        >>> Trainer(run, resume=True).fit()     # continues from runs/a/latest
+    """
+
+    def __init__(self, run: RunConfig, *, resume: bool = False, progress: bool = True,
+                 corpus: Corpus | None = None, model: LM | None = None):
+        self.run, self.cfg = run, run.train
+        self.out = Path(run.out_dir)
+        self.progress = progress
+        self.info = D.setup(resolve_device(self.cfg.device).type)
+        self.device = resolve_device(self.cfg.device, self.info)
+        self.amp = autocast_dtype(self.cfg, self.device)
+        shares = self.info.world * self.cfg.grad_accum
+        if self.cfg.batch_size % shares:
+            raise ConfigError(f"TrainConfig.batch_size = {self.cfg.batch_size} is not allowed: expected "
+                              f"a multiple of processes x grad_accum = {shares}")
+        if corpus is None:
+            if self.info.is_main:
+                corpus = load_corpus(run.data, progress=progress)
+            D.barrier(self.info)
+            if not self.info.is_main:
+                corpus = load_corpus(run.data, progress=False)
+        self.corpus = corpus
+        self.start_step, trainer_state = 0, None
+        ckpt = latest_checkpoint(self.out)
+        if ckpt is not None and not resume:
+            raise CheckpointError(
+                f"{self.out} already holds a run (latest checkpoint {ckpt.name}); pass --resume to "
+                "continue it, or choose another --out. Nothing was overwritten.")
+        if resume and ckpt is None:
+            raise CheckpointError(f"--resume: {self.out} holds no checkpoint to resume from")
+        if ckpt is not None:
+            saved = RunConfig.from_dict(yaml.safe_load((self.out / "config.yaml").read_text()))
+            self._check_same_run(saved)
+            model = load(ckpt, device=self.device)
+            trainer_state = load_trainer_state(ckpt)
+            self.start_step = trainer_state["step"]
+        elif model is None:
+            torch.manual_seed(self.cfg.seed)
+            model = LM(self._model_config())
+        self.model = model.to(self.device)
+        self.model_cfg = self.model.cfg
+        self.opt = make_optimizer(self.model, self.cfg)
+        if trainer_state is not None:
+            self.opt.load_state_dict(trainer_state["optimizer"])
+            torch.set_rng_state(trainer_state["rng"])
+        self.forward = self.model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.forward = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                               else None)
+        if self.cfg.compile:
+            self.forward = torch.compile(self.forward)
+
+    # -- set-up helpers ----------------------------------------------------------
+    def _model_config(self):
+        m = self.run.model
+        if m.vocab_size != self.corpus.vocab_size:
+            # The data's tokenizer decides the vocabulary.
+            m = type(m).from_dict({**m.to_dict(), "vocab_size": self.corpus.vocab_size})
+        return m
+
+    def _check_same_run(self, saved: RunConfig) -> None:
+        want = self._model_config().to_dict()
+        have = saved.model.to_dict()
+        diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {want.get(k)!r}"
+                for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+        if diff:
+            raise CheckpointError(f"the checkpoint in {self.out} is of another model ("
+                                  + "; ".join(diff) + "); resume without model options, or use "
+                                  "another --out")
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict()}
+            (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        log = _MetricsLog(self.out, enabled=info.is_main)
+        result = TrainResult(step=self.start_step, stopped="done")
+        tokens_per_step = cfg.batch_size * cfg.seq_len
+        micro = cfg.batch_size // (info.world * cfg.grad_accum)
+        bar = tqdm(total=cfg.steps, initial=self.start_step, unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and info.is_main), desc="train")
+        if info.is_main and self.progress:
+            tb = "on" if log.tb is not None else "off (pip install tensorboard to enable)"
+            bar.write(f"model: {self.model.num_parameters():,} parameters, layers "
+                      f"{list(self.model_cfg.layers)}; device {self.device}, autocast "
+                      f"{self.amp or 'off'}, processes {info.world}; {tokens_per_step:,} tokens/step; "
+                      f"tensorboard {tb}")
+        t_start = time.perf_counter()
+        last_bpb = None
+        step = self.start_step
+        self.model.train()
+        with _StopFlag() as stop:
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                for g in self.opt.param_groups:
+                    g["lr"] = lr_at(step, cfg)
+                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                for m in range(cfg.grad_accum):
+                    share = info.rank * cfg.grad_accum + m
+                    x, y = self.corpus.batch("train", step, cfg.batch_size, cfg.seq_len, cfg.seed,
+                                             rows=slice(share * micro, (share + 1) * micro))
+                    x, y = x.to(self.device), y.to(self.device)
+                    sync = m == cfg.grad_accum - 1 or not info.enabled
+                    with (contextlib.nullcontext() if sync else self.forward.no_sync()):
+                        with _autocast(self.device, self.amp):
+                            logits, _ = self.forward(x)
+                        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                               y.reshape(-1))
+                        (loss / cfg.grad_accum).backward()
+                    loss_sum += loss.detach().double()
+                loss_val = D.all_reduce_sum(loss_sum, info).item() / (cfg.grad_accum * info.world)
+                gnorm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip > 0 else None)
+                if not math.isfinite(loss_val) or (gnorm is not None and not torch.isfinite(gnorm)):
+                    what = f"loss is {loss_val}" if not math.isfinite(loss_val) else "gradient norm is not finite"
+                    ck = latest_checkpoint(self.out)
+                    result.stopped = "nan"
+                    result.message = (f"{what} at step {step + 1}: training stopped. The last good "
+                                      f"checkpoint is {ck if ck else '(none yet)'}; its weights are "
+                                      "untouched. Try a lower train.lr or train.grad_clip.")
+                    self.opt.zero_grad(set_to_none=True)
+                    break
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                step += 1
+                result.step = step
+                result.losses.append(loss_val)
+                dt = time.perf_counter() - t0
+                bar.update(1)
+                postfix = {"loss": f"{loss_val:.3f}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
+                if last_bpb is not None:
+                    postfix["bpb"] = f"{last_bpb:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    log.write({"event": "train", "step": step, "loss": loss_val, "lr": lr_at(step - 1, cfg),
+                               "tokens_per_s": tokens_per_step / dt,
+                               "elapsed_s": time.perf_counter() - t_start})
+                timed_out = cfg.time_limit is not None and time.perf_counter() - t_start > cfg.time_limit
+                if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or timed_out:
+                    ev = self.evaluate()
+                    last_bpb = ev["bpb"]
+                    result.evals.append({"step": step, **ev})
+                    log.write({"event": "eval", "step": step, **ev})
+                    bar.set_postfix({**postfix, "bpb": f"{last_bpb:.3f}"}, refresh=False)
+                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps or timed_out \
+                        or stop.requested:
+                    result.checkpoint = self._save(step)
+                if stop.requested:
+                    result.stopped = "interrupted"
+                    result.message = (f"interrupted at step {step}; checkpoint saved in "
+                                      f"{result.checkpoint}. Resume with: seqlab train --resume "
+                                      f"--out {self.out}")
+                    break
+                if timed_out:
+                    result.stopped = "time_limit"
+                    result.message = f"time limit of {cfg.time_limit:.0f} s reached at step {step}"
+                    break
+        bar.close()
+        log.close()
+        return result
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.model, self.corpus, self.cfg.seq_len, self.cfg.eval_tokens,
+                        self.cfg.eval_batch_size, self.device, self.amp, self.info)
+
+    def _save(self, step: int) -> Path | None:
+        path = None
+        if self.info.is_main:
+            state = {"step": step, "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
+                     "run": self.run.to_dict()}
+            extra = {}
+            tok_file = _tokenizer_file(self.corpus)
+            if tok_file is not None:
+                extra["tokenizer.json"] = tok_file
+            path = write_checkpoint(self.out, step, self.model, state, keep=self.cfg.keep_checkpoints,
+                                    extra_files=extra)
+        D.barrier(self.info)
+        return path
+
+
+def _tokenizer_file(corpus: Corpus) -> Path | None:
+    if corpus.tokenizer.bpe is None:
+        return None
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp()) / "tokenizer.json"
+    corpus.tokenizer.bpe.save(str(tmp))
+    return tmp
+
+
+class _MetricsLog:
+    """JSON lines in ``metrics.jsonl``, mirrored to TensorBoard when it is installed."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.f = open(out / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is not None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps({"time": time.time(), **rec}) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{rec['event']}/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        if self.f:
+            self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(run: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) the run; see :class:`Trainer`."""
+    trainer = Trainer(run, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        D.teardown(trainer.info)
+
+
+__all__ = ["Trainer", "TrainResult", "evaluate", "lr_at", "make_optimizer", "train", "DataError"]
