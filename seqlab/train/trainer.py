@@ -39,7 +39,7 @@ from seqlab.train.config import RunConfig, TrainConfig
 @dataclass
 class TrainResult:
     step: int                                   # optimizer steps completed
-    stopped: str                                # done | interrupted | nan | time_limit
+    stopped: str                                # done | interrupted | nan | time_limit | paused
     losses: list[float] = field(default_factory=list)   # train loss of each step run here
     evals: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
@@ -185,7 +185,7 @@ class Trainer:
             if not self.info.is_main:
                 corpus = load_corpus(run.data, progress=False)
         self.corpus = corpus
-        self.start_step, trainer_state = 0, None
+        self.step, trainer_state = 0, None   # optimizer steps completed
         ckpt = latest_checkpoint(self.out)
         if ckpt is not None and not resume:
             raise CheckpointError(
@@ -198,7 +198,7 @@ class Trainer:
             self._check_same_run(saved)
             model = load(ckpt, device=self.device)
             trainer_state = load_trainer_state(ckpt)
-            self.start_step = trainer_state["step"]
+            self.step = trainer_state["step"]
         elif model is None:
             torch.manual_seed(self.cfg.seed)
             model = LM(self._model_config())
@@ -236,17 +236,18 @@ class Trainer:
                                   "another --out")
 
     # -- the loop --------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train from the current step to ``train.steps`` (or to ``stop_at``, checkpointing there)."""
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict()}
             (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         log = _MetricsLog(self.out, enabled=info.is_main)
-        result = TrainResult(step=self.start_step, stopped="done")
+        result = TrainResult(step=self.step, stopped="done")
         tokens_per_step = cfg.batch_size * cfg.seq_len
         micro = cfg.batch_size // (info.world * cfg.grad_accum)
-        bar = tqdm(total=cfg.steps, initial=self.start_step, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and info.is_main), desc="train")
         if info.is_main and self.progress:
             tb = "on" if log.tb is not None else "off (pip install tensorboard to enable)"
@@ -256,7 +257,7 @@ class Trainer:
                       f"tensorboard {tb}")
         t_start = time.perf_counter()
         last_bpb = None
-        step = self.start_step
+        step = self.step
         self.model.train()
         with _StopFlag() as stop:
             while step < cfg.steps:
@@ -292,6 +293,7 @@ class Trainer:
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
                 step += 1
+                self.step = step
                 result.step = step
                 result.losses.append(loss_val)
                 dt = time.perf_counter() - t0
@@ -311,9 +313,13 @@ class Trainer:
                     result.evals.append({"step": step, **ev})
                     log.write({"event": "eval", "step": step, **ev})
                     bar.set_postfix({**postfix, "bpb": f"{last_bpb:.3f}"}, refresh=False)
+                pause = stop_at is not None and step >= stop_at
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps or timed_out \
-                        or stop.requested:
+                        or stop.requested or pause:
                     result.checkpoint = self._save(step)
+                if pause:
+                    result.stopped = "paused"
+                    break
                 if stop.requested:
                     result.stopped = "interrupted"
                     result.message = (f"interrupted at step {step}; checkpoint saved in "
