@@ -47,9 +47,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
                           f"{', '.join(sorted(STRATEGIES))}")
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens = {max_new_tokens} is not allowed: expected an int >= 0")
+    sampling = SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
     rows = as_rows(prompt)
     check_prompts(model, rows, max_new_tokens)
-    sampling = SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
     device = next(model.parameters()).device
     gen = None
     if seed is not None:

@@ -60,6 +60,9 @@ def check_prompts(model: LM, rows: list[list[int]], max_new_tokens: int) -> None
     limit = model.cfg.max_length
     if limit is not None:
         longest = max(len(r) for r in rows)
+        if max_new_tokens >= limit:
+            raise PromptError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in the "
+                              f"model's maximum length of {limit} tokens; lower it below {limit}")
         if longest + max_new_tokens > limit:
             raise PromptError(
                 f"the prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "

@@ -18,7 +18,7 @@ def sample(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on
     logits, state, calls = prefill(model, rows, device)
     prefill_s = elapsed()
     out: list[list[int]] = [[] for _ in rows]
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         nxt = choose(logits, sampling, generator)
         ids = nxt.tolist()
         for b, t in enumerate(ids):
@@ -28,8 +28,8 @@ def sample(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on
             if on_token is not None:
                 on_token(b, t)
             stopper.update(b, out[b])
-        if all(stopper.done):
-            break
+        if all(stopper.done) or i == max_new_tokens - 1:
+            break  # no model call for logits nobody will use
         logits, state = model.step(nxt, state)
         calls += 1
     new = sum(len(o) for o in out)
