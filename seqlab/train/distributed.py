@@ -52,6 +52,15 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def any_true(flags: list[bool], info: DistInfo, device="cpu") -> list[bool]:
+    """Each flag set if it is set in any process (so all processes decide alike)."""
+    if not info.enabled:
+        return flags
+    t = torch.tensor([int(f) for f in flags], device=device)  # NCCL needs it on the GPU
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -307,6 +307,9 @@ class Trainer:
                                "tokens_per_s": tokens_per_step / dt,
                                "elapsed_s": time.perf_counter() - t_start})
                 timed_out = cfg.time_limit is not None and time.perf_counter() - t_start > cfg.time_limit
+                # Every process must take the same branch below, or a collective would hang.
+                timed_out, stop.requested = D.any_true([timed_out, stop.requested], info,
+                                                       self.device)
                 if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps or timed_out:
                     ev = self.evaluate()
                     last_bpb = ev["bpb"]
