@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch.autograd.function import once_differentiable
 from seqlab.config import Config, require
 from seqlab.mixers import register
 from seqlab.mixers.base import Mixer
+from seqlab.ops.selective_scan_cpu import selective_scan_cpu
 from seqlab.state import State
 
 # Softplus(dt_proj.bias) is initialised no lower than this (as in the paper's code),
@@ -49,6 +51,12 @@ class MambaConfig(Config):
             speed and memory, never the result. On CPU 8-16 is fastest (each
             chunk costs O(log chunk) passes over its states); on a GPU, where each
             chunk is a few dozen kernel launches, 64-128 is (4x faster at 128).
+        scan: the kernel of the parallel face. ``"torch"``: the chunked
+            pure-PyTorch scan below, on any device. ``"cpp"``: the fused C++/OpenMP
+            kernel ``seqlab.ops.selective_scan_cpu`` (one pass over time per block of
+            channels, no per-token states; ``chunk_size`` is then unused); CPU only,
+            compiled on first use (about 20-30 s, then cached by torch). Both give
+            the same result to rounding; the recurrent ``step`` is the same for both.
         bias: bias on the input and output projections.
         conv_bias: bias on the short convolution.
     """
@@ -60,6 +68,7 @@ class MambaConfig(Config):
     dt_min: float = 0.001
     dt_max: float = 0.1
     chunk_size: int = 16
+    scan: Literal["torch", "cpp"] = "torch"
     bias: bool = False
     conv_bias: bool = True
 
@@ -344,7 +353,8 @@ class Mamba(Mixer):
     # chunk_size 5 with the suite's T = 23 leaves a ragged last chunk; d_state 4 keeps it quick.
     example_options = {"d_state": 4, "chunk_size": 5}
     cost = ("parallel: O(L·E·N) time, O(L·E + (L/chunk + chunk)·E·N) memory (E = expand·dim, "
-            "N = d_state); step: O(E·N + dim·E); state: E·(N + d_conv - 1), constant in L")
+            "N = d_state; scan='cpp' kernel: O(L·E + L/64·E·N)); step: O(E·N + dim·E); "
+            "state: E·(N + d_conv - 1), constant in L")
 
     def __init__(self, dim: int, cfg: MambaConfig):
         super().__init__(dim, cfg)
@@ -409,7 +419,10 @@ class Mamba(Mixer):
         xc = F.silu(_CausalConv.apply(xpad, self.conv_weight.to(xi.dtype), bias))  # (B, L, E)
         dt, A, Bm, Cm = self._ssm_inputs(xc, sdtype)
         xs = xc.to(sdtype)
-        y, h = selective_scan(dt, A, Bm, Cm, xs, state.h.to(sdtype), self.cfg.chunk_size)
+        if self.cfg.scan == "cpp":
+            y, h = selective_scan_cpu(dt, A, Bm, Cm, xs, state.h.to(sdtype))
+        else:
+            y, h = selective_scan(dt, A, Bm, Cm, xs, state.h.to(sdtype), self.cfg.chunk_size)
         y = (y + xs * self.D.to(sdtype)).to(x.dtype) * F.silu(z)           # (B, L, E)
         # Copied out, so that the state does not keep all of xpad alive.
         conv = xpad[:, xpad.shape[1] - k:].transpose(1, 2).to(state.conv.dtype).contiguous()
