@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a small hybrid byte model on the standard library and "
                        "stream a continuation (about 5 minutes on 2 CPU cores)")
-    d.add_argument("--minutes", type=float, default=4.0, help="training time budget (default 4)")
+    d.add_argument("--minutes", type=float, default=3.5, help="training time budget (default 3.5)")
     d.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
     d.add_argument("--device", default="auto")
     d.set_defaults(fn=_cmd_demo)

@@ -21,7 +21,7 @@ DEMO_TRAIN = {"batch_size": 16, "seq_len": 256, "lr": 3e-3, "warmup": 30, "eval_
 SNIPPET = '''def read_lines(path):
     """Return the lines of a text file."""
     with open(path) as f:
-'''
+        return'''
 GOAL_BPB = 3.0
 
 
@@ -45,7 +45,7 @@ def _calibrate_steps(run, seconds: float) -> int:
     return max(20, int(seconds / per_step))
 
 
-def run_demo(minutes: float = 4.0, out: str | None = None, device: str = "auto") -> int:
+def run_demo(minutes: float = 3.5, out: str | None = None, device: str = "auto") -> int:
     from seqlab.decoding import generate
     from seqlab.decoding.stream import TextStreamer
     from seqlab.tasks.corpus import DataConfig, load_corpus
@@ -79,12 +79,12 @@ def run_demo(minutes: float = 4.0, out: str | None = None, device: str = "auto")
     print(f"  unigram entropy of the corpus   {entropy:8.3f}")
     print(f"  trained model ({result.step} steps)     {after:8.3f}   (goal <= {GOAL_BPB})")
     print()
-    print("continuation of a Python snippet (sampled, temperature 0.7):")
+    print("continuation of a Python snippet (sampled: temperature 0.6, top-k 10):")
     print("-" * 60)
     sys.stdout.write(SNIPPET)
     stream = TextStreamer()
     out_ = generate(trainer.model, [list(SNIPPET.encode())], strategy="sample", max_new_tokens=300,
-                    temperature=0.7, top_p=0.95, seed=0, on_token=stream)
+                    temperature=0.6, top_k=10, seed=0, on_token=stream)
     stream.finish()
     print("\n" + "-" * 60)
     print(f"{out_.stats['tokens_per_s']:.0f} tokens/s while generating; checkpoint in "
