@@ -97,9 +97,9 @@ def batch_for(length: int, s: Settings) -> int:
     return s.batch if s.batch is not None else max(1, s.tokens // length)
 
 
-def build(name: str, dim: int) -> seqlab.mixers.Mixer:
+def build(name: str, dim: int, **extra) -> seqlab.mixers.Mixer:
     torch.manual_seed(0)
-    return seqlab.mixers.build(name, dim=dim, **MIXER_OPTIONS.get(name, {}))
+    return seqlab.mixers.build(name, dim=dim, **{**MIXER_OPTIONS.get(name, {}), **extra})
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -323,7 +323,8 @@ class Goal:
         return f"{'>=' if self.higher_is_better else '<='} {self.target:g}{self.unit}"
 
 
-def compare_parallel_vs_loop(name: str, target: float, s: Settings) -> tuple[list[Goal], dict]:
+def compare_parallel_vs_loop(name: str, target: float, s: Settings,
+                             **extra) -> tuple[list[Goal], dict]:
     """(a)/(b): forward time of the parallel face vs a ``m.step`` loop on the same input.
 
     Measured at batch 1 (one sequence) and at the cell batch for L. The loop
@@ -332,9 +333,10 @@ def compare_parallel_vs_loop(name: str, target: float, s: Settings) -> tuple[lis
     cell budget) and scaled linearly to L.
     """
     L = s.compare_length
-    m = build(name, s.dim)
+    m = build(name, s.dim, **extra)
     letter = "a" if name == "mamba" else "b"
-    goals, rec = [], {"comparison": letter, "mixer": name, "L": L}
+    label = name + "".join(f"[{k}={v}]" for k, v in extra.items())
+    goals, rec = [], {"comparison": letter, "mixer": name, "options": extra, "L": L}
     for B in sorted({1, batch_for(L, s)}):
         x = torch.randn(B, L, s.dim)
         loop_reps = max(1, min(3, s.compare_reps))
@@ -356,7 +358,7 @@ def compare_parallel_vs_loop(name: str, target: float, s: Settings) -> tuple[lis
         full_loop = med(t_loop) * L / P
         ratio = full_loop / med(t_par)
         scaled = f"loop timed on the first {P} tokens, scaled x{L / P:.3g}; " if P < L else ""
-        goals.append(Goal(f"({letter}) {name} parallel vs step loop, B={B}, L={L}", ratio, "x", target, True,
+        goals.append(Goal(f"({letter}) {label} parallel vs step loop, B={B}, L={L}", ratio, "x", target, True,
                           f"{scaled}parallel {fmt_s(med(t_par))}, loop {fmt_s(full_loop)}, "
                           f"max|diff| {err:.1e}"))
         rec[f"batch_{B}"] = {"loop_tokens": P, "parallel_s": t_par, "loop_prefix_s": t_loop,
@@ -433,10 +435,11 @@ def mambapy_twin(m):
     return ref
 
 
-def compare_mambapy(s: Settings) -> tuple[list[Goal], dict]:
+def compare_mambapy(s: Settings, **extra) -> tuple[list[Goal], dict]:
     """(d): seqlab mamba vs mambapy MambaBlock (pscan), same dims and weights."""
     L, B = s.compare_length, s.mambapy_batch
-    m = build("mamba", s.dim)
+    m = build("mamba", s.dim, **extra)
+    label = "mamba" + "".join(f"[{k}={v}]" for k, v in extra.items())
     ref = mambapy_twin(m)
     x = torch.randn(B, L, s.dim)
     with torch.no_grad():
@@ -445,10 +448,10 @@ def compare_mambapy(s: Settings) -> tuple[list[Goal], dict]:
     tr = time_interleaved({"seqlab": train_step_fn(m, xg), "mambapy": train_step_fn(ref, xg)},
                           s.compare_reps, s.warmup)
     ratio = med(tr["mambapy"]) / med(tr["seqlab"])
-    goals = [Goal(f"(d) mamba vs mambapy train tok/s, B={B}, L={L}", ratio, "x", 4, True,
+    goals = [Goal(f"(d) {label} vs mambapy train tok/s, B={B}, L={L}", ratio, "x", 4, True,
                   f"seqlab {B * L / med(tr['seqlab']):,.0f} tok/s, mambapy {B * L / med(tr['mambapy']):,.0f} "
                   f"tok/s, max|diff| {err:.1e}")]
-    rec = {"comparison": "d", "L": L, "batch": B, "train_s": tr, "train_ratio": ratio,
+    rec = {"comparison": "d", "options": extra, "L": L, "batch": B, "train_s": tr, "train_ratio": ratio,
            "max_abs_diff": err}
     for b in sorted({1, B}):
         xt = torch.randn(b, s.dim)
@@ -457,7 +460,7 @@ def compare_mambapy(s: Settings) -> tuple[list[Goal], dict]:
         cache = (torch.zeros(b, E, ref.config.d_state), torch.zeros(b, E, ref.config.d_conv - 1))
         theirs = step_latencies(ref.step, xt, cache, s.steps, s.step_warmup)
         ratio_step = med(ours) / med(theirs)
-        goals.append(Goal(f"(d) mamba step / mambapy step, batch {b}", ratio_step, "x", 1, False,
+        goals.append(Goal(f"(d) {label} step / mambapy step, batch {b}", ratio_step, "x", 1, False,
                           f"seqlab {fmt_s(med(ours))}, mambapy {fmt_s(med(theirs))}"))
         rec[f"step_ms_b{b}"] = {"seqlab": med(ours) * 1e3, "mambapy": med(theirs) * 1e3}
     return goals, rec
@@ -587,11 +590,15 @@ Job = tuple[str, str, Callable[[], tuple[list[Goal], dict]]]   # label, mixer it
 def comparison_jobs(s: Settings) -> list[Job]:
     jobs: list[Job] = [
         ("(a) mamba parallel vs loop", "mamba", lambda: compare_parallel_vs_loop("mamba", 10, s)),
+        # The opt-in C++ scan kernel (seqlab/ops), measured beside the default pure-torch scan.
+        ("(a) mamba[scan=cpp] parallel vs loop", "mamba",
+         lambda: compare_parallel_vs_loop("mamba", 10, s, scan="cpp")),
         ("(b) s4d parallel vs loop", "s4d", lambda: compare_parallel_vs_loop("s4d", 20, s)),
     ]
     for L in s.attention_lengths:
         jobs.append((f"(c) attention vs SDPA L={L}", "attention", lambda L=L: compare_attention(L, s)))
     jobs.append(("(d) mamba vs mambapy", "mamba", lambda: compare_mambapy(s)))
+    jobs.append(("(d) mamba[scan=cpp] vs mambapy", "mamba", lambda: compare_mambapy(s, scan="cpp")))
     return jobs
 
 
