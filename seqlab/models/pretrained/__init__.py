@@ -1,0 +1,1 @@
+"""Pretrained models from other formats (GGUF, Hugging Face folders), and export back."""
