@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ def _run_config_from_args(args: argparse.Namespace):
             flags[section][field] = value
     if args.compile:
         flags["train"]["compile"] = True
+    if args.init:
+        data["init"] = args.init
     data = _merge(data, {k: v for k, v in flags.items() if v})
     if out is not None:
         data["out_dir"] = str(out)
@@ -83,18 +86,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- loading a model from the command line --------------------------------------------------
+def is_pretrained_source(source: str) -> bool:
+    """A GGUF file, a Hugging Face folder or a packaged alias (rather than a seqlab run)."""
+    import json
+
+    p = Path(source)
+    if p.suffix == ".gguf":
+        return True
+    if (p / "config.json").is_file():
+        try:
+            return "model_type" in json.loads((p / "config.json").read_text())
+        except ValueError:
+            return False
+    from seqlab.models.pretrained import ALIASES
+
+    return source in ALIASES and not p.exists()
+
+
 def load_for_cli(path: str, device: str = "cpu"):
-    """(model, tokenizer, run config or None) from a run folder or checkpoint folder."""
+    """(model, tokenizer, run config or None) from a run folder, checkpoint folder or pretrained source."""
     import yaml
 
     from seqlab.models.io import load
-    from seqlab.tasks.corpus import Tokenizer
+    if is_pretrained_source(path):
+        from seqlab.models.pretrained import load_pretrained
+
+        model, tokenizer = load_pretrained(path, device=device)
+        return model.eval(), tokenizer, None
+    from seqlab.tokenizer import load_tokenizer
     from seqlab.train.checkpoint import resolve_model_dir
     from seqlab.train.config import RunConfig
 
     model_dir = resolve_model_dir(path)
     model = load(model_dir, device=device).eval()
-    tokenizer = Tokenizer.load(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     run = None
     for cand in (Path(path) / "config.yaml", model_dir.parent.parent / "config.yaml"):
         if cand.is_file():
@@ -117,8 +142,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     corpus = load_corpus(data_cfg, tokenizer=tokenizer)
     seq_len = args.seq_len or (run.train.seq_len if run else 256)
     ev = evaluate(model, corpus, seq_len, args.tokens, args.batch_size, device)
-    print(f"{ev['bpb']:.4f} bits per byte, loss {ev['loss']:.4f} nats/token over {ev['tokens']:,} "
-          f"tokens at seq_len {seq_len}; {ev['tokens_per_s']:,.0f} tokens/s on {device}")
+    print(f"{ev['bpb']:.4f} bits per byte, loss {ev['loss']:.4f} nats/token (perplexity "
+          f"{math.exp(ev['loss']):.2f}) over {ev['tokens']:,} tokens at seq_len {seq_len}; "
+          f"{ev['tokens_per_s']:,.0f} tokens/s on {device}")
     return 0
 
 
@@ -131,13 +157,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
-    prompt = tokenizer.encode(args.prompt)
+    text = args.prompt
+    if args.chat:
+        template = getattr(tokenizer, "apply_chat_template", None)
+        if template is None or getattr(tokenizer, "chat_template", None) is None:
+            raise CLIError(f"{args.checkpoint} has no chat template; drop --chat")
+        text = template([{"role": "user", "content": args.prompt}], add_generation_prompt=True)
+    prompt = tokenizer.encode(text)
     stream = TextStreamer(tokenizer.decode_bytes) if args.stream else None
     if stream:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
     with torch.no_grad():
         out = generate(model, [prompt], strategy=args.strategy, max_new_tokens=args.max_new_tokens,
+                       eos_id=getattr(tokenizer, "eos_id", None),
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                        min_p=args.min_p, seed=args.seed,
                        on_token=stream)
@@ -170,6 +203,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if run is not None:
         print(f"trained    : {run.train.steps} steps planned, batch {run.train.batch_size} x "
               f"{run.train.seq_len}, data {list(run.data.paths) or 'the Python standard library'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from seqlab.models.pretrained.export import export_hf
+
+    model, tokenizer, _ = load_for_cli(args.checkpoint)
+    out = export_hf(model, args.out, tokenizer=tokenizer)
+    print(f"wrote a Hugging Face Llama checkpoint to {out} (load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0
 
 
@@ -215,13 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds")
     t.add_argument("--out", help="run folder (default runs/default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--init", help="start from a pretrained model (alias such as smollm2, .gguf file or "
+                   "Hugging Face folder); its tokenizer tokenizes the data")
     t.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override any option, e.g. --set train.warmup=100 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
 
     e = sub.add_parser("eval", help="bits per byte of a checkpoint on a corpus")
-    e.add_argument("checkpoint", help="run folder or checkpoint folder")
+    e.add_argument("checkpoint", help="run folder, checkpoint folder, .gguf file, Hugging Face "
+                   "folder or alias (smollm2)")
     e.add_argument("--data", nargs="+", metavar="PATH", help="text to evaluate on (default: the "
                    "run's own validation split)")
     e.add_argument("--seq-len", type=int)
@@ -231,8 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=_cmd_eval)
 
     g = sub.add_parser("generate", help="continue a prompt")
-    g.add_argument("checkpoint", help="run folder or checkpoint folder")
+    g.add_argument("checkpoint", help="run folder, checkpoint folder, .gguf file, Hugging Face "
+                   "folder or alias (smollm2)")
     g.add_argument("--prompt", required=True)
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--strategy", default="sample", help="greedy or sample")
     g.add_argument("--temperature", type=float, default=0.8)
@@ -244,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stats", action="store_true", help="print speed and call counts")
     g.add_argument("--device", default="auto")
     g.set_defaults(fn=_cmd_generate)
+
+    x = sub.add_parser("export", help="write a checkpoint in another format (Hugging Face Llama)")
+    x.add_argument("checkpoint", help="run folder, checkpoint folder or pretrained source")
+    x.add_argument("--format", choices=["hf"], default="hf", help="hf: a transformers Llama folder")
+    x.add_argument("out", help="folder to write")
+    x.set_defaults(fn=_cmd_export)
 
     i = sub.add_parser("info", help="parameters, layer pattern and state size of a checkpoint")
     i.add_argument("checkpoint")
@@ -268,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     from seqlab.tasks.corpus import DataError
 
     args = build_parser().parse_args(argv)
+    from seqlab.models.pretrained.export import ExportError
+
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, DataError, PromptError, StateError, CLIError) as e:
+    except (ConfigError, CheckpointError, DataError, PromptError, StateError, CLIError,
+            ExportError) as e:
         print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,8 @@
 """Backbones built from registered mixers, and their checkpoints."""
 
-from seqlab.models.io import CheckpointError, load, save
+from seqlab.errors import CheckpointError
+from seqlab.models.io import load, save
 from seqlab.models.lm import LM, LMConfig, LMState, build_lm
+from seqlab.models.pretrained import load_pretrained
 
-__all__ = ["LM", "LMConfig", "LMState", "CheckpointError", "build_lm", "load", "save"]
+__all__ = ["LM", "LMConfig", "LMState", "CheckpointError", "build_lm", "load", "load_pretrained", "save"]

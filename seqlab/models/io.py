@@ -15,14 +15,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from seqlab.config import ConfigError
+from seqlab.errors import CheckpointError
 from seqlab.models.lm import LM, LMConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that is missing, truncated, corrupt or of another model."""
 
 
 def save(model: LM, path: str | os.PathLike) -> Path:

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from seqlab.config import Config, require
+from seqlab.tokenizer import Tokenizer, load_tokenizer
 
 
 class DataError(ValueError):
@@ -168,52 +169,6 @@ class Corpus:
         return bits_per_token / self.tokenizer.bytes_per_token(np.asarray(self.train[: 1_000_000]))
 
 
-class Tokenizer:
-    """Bytes by default; a trained byte-level BPE (``tokenizers``) when asked."""
-
-    def __init__(self, bpe=None):
-        self.bpe = bpe  # a tokenizers.Tokenizer or None
-        self.vocab_size = 256 if bpe is None else bpe.get_vocab_size()
-        self._token_bytes = None
-
-    def encode(self, text: str | bytes) -> list[int]:
-        if self.bpe is None:
-            return list(text.encode() if isinstance(text, str) else text)
-        return self.bpe.encode(text if isinstance(text, str) else text.decode("utf-8", "replace")).ids
-
-    def decode_bytes(self, ids) -> bytes:
-        if self.bpe is None:
-            return bytes(int(i) for i in ids)
-        return self.bpe.decode(list(map(int, ids))).encode()
-
-    def token_byte_lengths(self) -> np.ndarray:
-        """Bytes that each token id stands for (for bits-per-byte accounting)."""
-        if self._token_bytes is None:
-            if self.bpe is None:
-                self._token_bytes = np.ones(256, dtype=np.int64)
-            else:
-                # Byte-level BPE spells each byte as one character of its alphabet.
-                self._token_bytes = np.array(
-                    [len(self.bpe.id_to_token(i) or "") for i in range(self.vocab_size)], dtype=np.int64)
-        return self._token_bytes
-
-    def bytes_per_token(self, ids: np.ndarray) -> float:
-        return float(self.token_byte_lengths()[ids].mean())
-
-    def save(self, folder: Path) -> None:
-        if self.bpe is not None:
-            self.bpe.save(str(folder / "tokenizer.json"))
-
-    @classmethod
-    def load(cls, folder: Path) -> "Tokenizer":
-        f = Path(folder) / "tokenizer.json"
-        if not f.is_file():
-            return cls()
-        from tokenizers import Tokenizer as HFTokenizer
-
-        return cls(HFTokenizer.from_file(str(f)))
-
-
 def _cache_root(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("SEQLAB_CACHE") or Path.home() / ".cache" / "seqlab")
 
@@ -247,7 +202,7 @@ def load_corpus(cfg: DataConfig = DataConfig(), progress: bool = True,
     dtype = np.dtype(meta["dtype"])
     arrays = [np.memmap(folder / f"{s}.bin", dtype=dtype, mode="r") if meta[f"{s}_tokens"] else
               np.zeros(0, dtype=dtype) for s in ("train", "val")]
-    tok = Tokenizer.load(folder)
+    tok = load_tokenizer(folder)
     return Corpus(arrays[0], arrays[1], tok.vocab_size, tok, stats=meta)
 
 
@@ -280,7 +235,7 @@ def _build_cache(files: list[Path], cfg: DataConfig, folder: Path, progress: boo
     else:
         tok = Tokenizer()
     tok.save(tmp)
-    dtype = np.uint8 if tok.vocab_size <= 256 else np.uint16
+    dtype = np.uint8 if tok.vocab_size <= 256 else np.uint16 if tok.vocab_size <= 65536 else np.uint32
     meta = {"files": len(files), "text_files": n_text, "skipped_files": skipped,
             "dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size}
     for split, parts in texts.items():

@@ -31,6 +31,7 @@ from seqlab.config import ConfigError
 from seqlab.models.io import CheckpointError, load
 from seqlab.models.lm import LM
 from seqlab.tasks.corpus import Corpus, DataError, load_corpus
+from seqlab.tokenizer import load_tokenizer
 from seqlab.train import distributed as D
 from seqlab.train.checkpoint import latest_checkpoint, load_trainer_state, write_checkpoint
 from seqlab.train.config import RunConfig, TrainConfig
@@ -178,15 +179,24 @@ class Trainer:
         if self.cfg.batch_size % shares:
             raise ConfigError(f"TrainConfig.batch_size = {self.cfg.batch_size} is not allowed: expected "
                               f"a multiple of processes x grad_accum = {shares}")
-        if corpus is None:
-            if self.info.is_main:
-                corpus = load_corpus(run.data, progress=progress)
-            D.barrier(self.info)
-            if not self.info.is_main:
-                corpus = load_corpus(run.data, progress=False)
-        self.corpus = corpus
         self.step, trainer_state = 0, None   # optimizer steps completed
         ckpt = latest_checkpoint(self.out)
+        # The tokenizer comes from the checkpoint when resuming, from the pretrained model with
+        # --init, else from the data config (bytes, or a BPE trained on the data).
+        tokenizer, init_model = None, None
+        if ckpt is not None and resume:
+            tokenizer = load_tokenizer(ckpt) if (ckpt / "tokenizer.json").is_file() else None
+        elif run.init is not None and model is None:
+            from seqlab.models.pretrained import load_pretrained
+
+            init_model, tokenizer = load_pretrained(run.init)
+        if corpus is None:
+            if self.info.is_main:
+                corpus = load_corpus(run.data, progress=progress, tokenizer=tokenizer)
+            D.barrier(self.info)
+            if not self.info.is_main:
+                corpus = load_corpus(run.data, progress=False, tokenizer=tokenizer)
+        self.corpus = corpus
         if ckpt is not None and not resume:
             raise CheckpointError(
                 f"{self.out} already holds a run (latest checkpoint {ckpt.name}); pass --resume to "
@@ -199,6 +209,8 @@ class Trainer:
             model = load(ckpt, device=self.device)
             trainer_state = load_trainer_state(ckpt)
             self.step = trainer_state["step"]
+        elif init_model is not None:
+            model = init_model
         elif model is None:
             torch.manual_seed(self.cfg.seed)
             model = LM(self._model_config())
@@ -226,6 +238,11 @@ class Trainer:
         return m
 
     def _check_same_run(self, saved: RunConfig) -> None:
+        if saved.init != self.run.init:
+            raise CheckpointError(f"the run in {self.out} started from init = {saved.init!r}, not "
+                                  f"{self.run.init!r}; resume it without changing --init")
+        if saved.init is not None:
+            return  # the model is the pretrained one; its config is in the checkpoint
         want = self._model_config().to_dict()
         have = saved.model.to_dict()
         diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {want.get(k)!r}"
@@ -346,24 +363,20 @@ class Trainer:
         if self.info.is_main:
             state = {"step": step, "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
                      "run": self.run.to_dict()}
-            extra = {}
-            tok_file = _tokenizer_file(self.corpus)
-            if tok_file is not None:
-                extra["tokenizer.json"] = tok_file
+            extra = _tokenizer_files(self.corpus)
             path = write_checkpoint(self.out, step, self.model, state, keep=self.cfg.keep_checkpoints,
                                     extra_files=extra)
         D.barrier(self.info)
         return path
 
 
-def _tokenizer_file(corpus: Corpus) -> Path | None:
-    if corpus.tokenizer.bpe is None:
-        return None
+def _tokenizer_files(corpus: Corpus) -> dict[str, Path]:
+    """The tokenizer's files (none for bytes), to be copied into each checkpoint."""
     import tempfile
 
-    tmp = Path(tempfile.mkdtemp()) / "tokenizer.json"
-    corpus.tokenizer.bpe.save(str(tmp))
-    return tmp
+    tmp = Path(tempfile.mkdtemp())
+    corpus.tokenizer.save(tmp)
+    return {p.name: p for p in tmp.iterdir()}
 
 
 class _MetricsLog:
