@@ -71,9 +71,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     import seqlab.decoding as decoding
-    from seqlab.models.pretrained import gguf_path, load_pretrained
+    from seqlab.models.pretrained import load_pretrained, resolve_source
 
-    path = gguf_path("smollm2")
+    path = resolve_source("smollm2")
     bw = bandwidth_gbs()
     print(f"memory bandwidth (copy, read+write): {bw:.1f} GB/s; {torch.get_num_threads()} threads")
     rows = []

@@ -194,7 +194,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
           "without the embedding)")
     print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), dim {cfg.dim}, "
           f"{len(cfg.layers)} layers, MLP width {cfg.mlp_width}")
-    print(f"layers     : {', '.join(cfg.layers)}")
+    runs: list[list] = []
+    for name in cfg.layers:  # "attention x 30" rather than thirty names
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    print("layers     : " + ", ".join(n if k == 1 else f"{n} x {k}" for n, k in runs))
     for name, opts in cfg.mixer_options.items():
         print(f"  {name} options: {opts}")
     print("state bytes per sequence (float32):")
