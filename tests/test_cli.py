@@ -18,15 +18,8 @@ def test_example_configs_are_valid(path):
 
 
 @pytest.fixture
-def trained(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    data.mkdir()
-    import sysconfig
-    import shutil
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    for n in ["textwrap.py", "string.py", "bisect.py", "heapq.py", "shlex.py", "glob.py"]:
-        shutil.copy(lib / n, data / n)
+def trained(tmp_path, small_corpus):
+    data = small_corpus
     out = tmp_path / "run"
     rc = main(["train", "--quiet", "--data", str(data), "--mixers", "attention,lstm", "--dim", "32",
                "--steps", "3", "--batch-size", "2", "--seq-len", "32", "--out", str(out),

