@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,12 +18,15 @@ from seqlab.decoding.engine import GenerateOutput, PromptError, StopChecker, as_
 from seqlab.decoding.sampling import SamplingConfig
 from seqlab.decoding.strategies import STRATEGIES
 
+# Arguments every strategy receives from generate(); anything else is a strategy option.
+_COMMON = {"model", "rows", "max_new_tokens", "sampling", "stopper", "on_token", "generator"}
+
 
 def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              min_p: float | None = None, seed: int | None = None, eos_id: int | None = None,
              stop: Sequence[Sequence[int]] = (),
-             on_token: Callable[[int, int], None] | None = None) -> GenerateOutput:
+             on_token: Callable[[int, int], None] | None = None, **options) -> GenerateOutput:
     """Continue each prompt of a batch.
 
     Args:
@@ -34,6 +38,8 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
         seed: seeds the sampler's own generator (reproducible draws).
         eos_id, stop: a row ends at this id or after any of these id sequences.
         on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming).
+        **options: strategy-specific options (e.g. ``num_beams``, ``draft``), passed to the
+            strategy, which rejects unknown ones.
 
     Returns:
         GenerateOutput with ``tokens`` (new ids per row) and ``stats``.
@@ -48,6 +54,12 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens = {max_new_tokens} is not allowed: expected an int >= 0")
     sampling = SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
+    fn = STRATEGIES[strategy]
+    allowed = sorted(set(inspect.signature(fn).parameters) - _COMMON)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"strategy {strategy!r} has no option {', '.join(map(repr, unknown))}; its "
+                          f"options: {', '.join(allowed) or '(none)'}")
     rows = as_rows(prompt)
     check_prompts(model, rows, max_new_tokens)
     device = next(model.parameters()).device
@@ -57,9 +69,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     was_training = model.training
     model.eval()
     try:
-        return STRATEGIES[strategy](model, rows, max_new_tokens=max_new_tokens, sampling=sampling,
+        return fn(model, rows, max_new_tokens=max_new_tokens, sampling=sampling,
                                     stopper=StopChecker(len(rows), eos_id, stop), on_token=on_token,
-                                    generator=gen)
+                                    generator=gen, **options)
     finally:
         model.train(was_training)
 

@@ -97,5 +97,9 @@ def test_errors():
         generate(m, [[1] * 8], max_new_tokens=5)
     with pytest.raises(ConfigError, match="unknown strategy 'beam'; known strategies: greedy, sample"):
         generate(m, [[1]], "beam", max_new_tokens=2)
+    with pytest.raises(ConfigError, match="strategy 'sample' has no option 'num_beams'"):
+        generate(m, [[1]], "sample", max_new_tokens=2, num_beams=2)
+    with pytest.raises(ConfigError, match="strategy 'greedy' has no option 'gamma'"):
+        generate(m, [[1]], "greedy", max_new_tokens=2, gamma=2)
     with pytest.raises(ConfigError, match="top_p = 1.5"):
         generate(m, [[1]], "sample", top_p=1.5)

@@ -40,5 +40,7 @@ def sample(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on
 
 
 @register("greedy")
-def greedy(model, rows, *, sampling: SamplingConfig, **kw) -> GenerateOutput:
-    return sample(model, rows, sampling=SamplingConfig(temperature=0.0), **kw)
+def greedy(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
+           generator=None) -> GenerateOutput:
+    return sample(model, rows, max_new_tokens=max_new_tokens, sampling=SamplingConfig(temperature=0.0),
+                  stopper=stopper, on_token=on_token, generator=generator)
