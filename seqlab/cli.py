@@ -168,8 +168,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if stream:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
+    options = {k: getattr(args, k) for k in ("num_beams", "num_groups", "diversity_penalty",
+                                             "length_penalty", "gamma") if getattr(args, k) is not None}
+    if args.draft:
+        options["draft"] = load_for_cli(args.draft, device=str(device))[0]
     with torch.no_grad():
         out = generate(model, [prompt], strategy=args.strategy, max_new_tokens=args.max_new_tokens,
+                       **options,
                        eos_id=getattr(tokenizer, "eos_id", None),
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                        min_p=args.min_p, seed=args.seed,
@@ -181,8 +186,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(args.prompt + tokenizer.decode_bytes(out.tokens[0]).decode("utf-8", "replace"))
     if args.stats:
         s = out.stats
+        extra = f", {s['mean_accepted']:.2f} draft tokens accepted per call" if "mean_accepted" in s else ""
         print(f"[{s['new_tokens']} tokens in {s['wall_s']:.2f} s, {s['tokens_per_s']:.1f} tokens/s, "
-              f"{s['target_calls']} model calls, strategy {s['strategy']}]", file=sys.stderr)
+              f"{s['target_calls']} model calls{extra}, strategy {s['strategy']}]", file=sys.stderr)
     return 0
 
 
@@ -288,7 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--strategy", default="sample", help="greedy or sample")
+    g.add_argument("--strategy", default="sample",
+                   help="greedy, sample, beam, diverse-beam, speculative, ... (see seqlab.decoding.STRATEGIES)")
+    g.add_argument("--num-beams", type=int, help="beam, diverse-beam: beams per prompt")
+    g.add_argument("--num-groups", type=int, help="diverse-beam: groups")
+    g.add_argument("--diversity-penalty", type=float, help="diverse-beam: Hamming penalty lambda")
+    g.add_argument("--length-penalty", type=float, help="beam, diverse-beam: score / length**this")
+    g.add_argument("--draft", help="speculative: the draft model (run folder, checkpoint or pretrained source)")
+    g.add_argument("--gamma", type=int, help="speculative: draft tokens per target call")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)

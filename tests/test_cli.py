@@ -102,3 +102,17 @@ def test_console_script_help():
         r = subprocess.run([sys.executable, "-m", "seqlab.cli", *cmd, "--help"], capture_output=True,
                            text=True)
         assert r.returncode == 0 and "usage: seqlab" in r.stdout
+
+
+def test_generate_strategies_agree_with_greedy(trained, capsys):
+    out, _ = trained
+    common = ["generate", str(out), "--prompt", "def f(", "--max-new-tokens", "10", "--temperature", "0"]
+    assert main(common + ["--strategy", "greedy"]) == 0
+    greedy = capsys.readouterr().out
+    assert main(common + ["--strategy", "speculative", "--draft", str(out), "--gamma", "3", "--stats"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == greedy and "draft tokens accepted per call" in cap.err
+    assert main(common + ["--strategy", "beam", "--num-beams", "1"]) == 0
+    assert capsys.readouterr().out == greedy
+    assert main(common + ["--strategy", "beam", "--gamma", "2"]) == 2
+    assert "strategy 'beam' has no option 'gamma'" in capsys.readouterr().err
