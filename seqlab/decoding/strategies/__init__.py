@@ -20,5 +20,5 @@ def register(name: str):
     return deco
 
 
-for _m in ["sample", "beam", "speculative"]:
+for _m in ["sample", "beam", "speculative", "lookup"]:
     importlib.import_module(f"seqlab.decoding.strategies.{_m}")

@@ -47,6 +47,101 @@ def _groups(counts: list[int]) -> dict[int, list[int]]:
     return g
 
 
+@torch.no_grad()
+def verify(model, seq: Tensor, snapshot: LMState, sampling: SamplingConfig,
+           generator, stats: dict, q: Tensor | None = None, n_draft: list[int] | None = None
+           ) -> tuple[list[int], Tensor, LMState]:
+    """Verify drafted tokens with the target in one call; shared by every drafting strategy.
+
+    Args:
+        seq: (R, g+1): per row the last emitted token (not yet in the state), then g proposals.
+        snapshot: the target state covering every token of each row before seq.
+        q: (R, g, V) the draft's probabilities of the proposals (sampling only). None means a
+            deterministic drafter: a point mass on each proposal, so a proposal x is accepted
+            with probability p(x) and a rejection resamples from normalize(max(0, p - q)).
+        n_draft: per row how many of the g proposals are real (rows with fewer proposals are
+            padded; padding is never accepted and carries q = 0). None: all g are real.
+
+    Returns:
+        counts (accepted proposals per row), nxt (R,) the target's own next token after them,
+        and the target state after all of seq (pass it to ``roll_back`` once the caller knows
+        which rows go on). ``stats`` gets target_calls, verify_calls and accepted (a list of
+        per-row counts per round).
+    """
+    R, g = seq.shape[0], seq.shape[1] - 1
+    device = seq.device
+    t_logits, verified = model(seq, snapshot)  # (R, g+1, V)
+    stats["target_calls"] += 1
+    stats["verify_calls"] += 1
+    real = None
+    if n_draft is not None and g > 0:
+        real = torch.arange(g, device=device)[None] < torch.tensor(n_draft, device=device)[:, None]
+
+    if g == 0:
+        n_acc = torch.zeros(R, dtype=torch.long, device=device)
+        nxt = choose(t_logits[:, 0], sampling, generator)
+    elif sampling.greedy:
+        target_best = t_logits.argmax(-1)  # (R, g+1)
+        agree = seq[:, 1:] == target_best[:, :g]
+        if real is not None:
+            agree &= real
+        n_acc = agree.long().cumprod(1).sum(1)
+        nxt = target_best.gather(1, n_acc[:, None]).squeeze(1)
+    else:
+        V = t_logits.shape[-1]
+        p = probabilities(t_logits.reshape(-1, V), sampling).view(R, g + 1, V)
+        if q is None:
+            q = torch.nn.functional.one_hot(seq[:, 1:], V).to(p.dtype)
+        q = q.to(p.dtype)
+        if real is not None:
+            q = q * real[..., None]
+        q = torch.cat([q, q.new_zeros(R, 1, V)], 1)  # position g: the bonus token, from p
+        d = seq[:, 1:, None]
+        p_d = p[:, :g].gather(2, d).squeeze(2)
+        q_d = q[:, :g].gather(2, d).squeeze(2)
+        u = torch.rand(R, g, generator=generator, device=device, dtype=p.dtype)
+        agree = u * q_d < p_d  # u < p/q, with q(d) > 0 since d was drawn from q
+        if real is not None:
+            agree &= real
+        n_acc = agree.long().cumprod(1).sum(1)
+        idx = n_acc[:, None, None].expand(R, 1, V)
+        p_n, q_n = p.gather(1, idx).squeeze(1), q.gather(1, idx).squeeze(1)
+        residual = (p_n - q_n).clamp(min=0)
+        empty = residual.sum(-1, keepdim=True) <= 0
+        residual = torch.where(empty, p_n, residual)  # p == q there: any draw from p is right
+        nxt = torch.multinomial(residual, 1, generator=generator).squeeze(1)
+    counts = n_acc.tolist()
+    stats.setdefault("accepted", []).append(counts)
+    return counts, nxt, verified
+
+
+def roll_back(model, seq: Tensor, snapshot: LMState, verified: LMState, counts: list[int],
+              fed: list[int], stats: dict) -> tuple[LMState, list[int]]:
+    """The target state covering ``seq[i, :counts[i] + 1]`` after the snapshot, and the new fed.
+
+    A state that can rewind (a KV cache) is truncated per row; a recurrent or hybrid one is
+    recomputed from the snapshot, one call per group of rows that accepted the same count
+    (counted in stats' target_calls and recompute_calls).
+    """
+    R, g = seq.shape[0], seq.shape[1] - 1
+    stats.setdefault("recompute_calls", 0)
+    new_fed = [fed[i] + counts[i] + 1 for i in range(R)]
+    if verified.can_truncate:
+        return verified.truncate(new_fed), new_fed
+    parts = []
+    for n, idx in _groups(counts).items():
+        whole = len(idx) == R
+        if n == g:
+            parts.append((idx, verified if whole else verified.select(idx)))
+            continue
+        _, s = model(seq[:, :n + 1] if whole else seq[idx, :n + 1],
+                     snapshot if whole else snapshot.select(idx))
+        stats["target_calls"] += 1
+        stats["recompute_calls"] += 1
+        parts.append((idx, s))
+    return _combine(parts, R), new_fed
+
+
 @register("speculative")
 @torch.no_grad()
 def speculative(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
@@ -133,40 +228,14 @@ def _run(model, draft, rows, max_new_tokens, sampling, stopper, on_token, genera
             proposals.append(tok)
         seq = torch.stack([last] + proposals, 1)  # (R, g+1)
 
-        # -- target: score every proposal in one parallel call ----------------------------
-        snapshot = tstate
-        t_logits, verified = model(seq, snapshot)  # (R, g+1, V)
-        stats["target_calls"] += 1
-        stats["verify_calls"] += 1
-
-        # -- acceptance ---------------------------------------------------------------------
-        if g == 0:
-            n_acc = torch.zeros(n_rows, dtype=torch.long, device=device)
-            nxt = choose(t_logits[:, 0], sampling, generator)
-        elif sampling.greedy:
-            target_best = t_logits.argmax(-1)  # (R, g+1)
-            agree = (seq[:, 1:] == target_best[:, :g]).long()
-            n_acc = agree.cumprod(1).sum(1)
-            nxt = target_best.gather(1, n_acc[:, None]).squeeze(1)
-        else:
-            V = t_logits.shape[-1]
-            p = probabilities(t_logits.reshape(-1, V), sampling).view(n_rows, g + 1, V)
+        # -- target: verify in one parallel call, accept, roll the target state back -------
+        q = None
+        if g > 0 and not sampling.greedy:
+            V = model.cfg.vocab_size
             q = probabilities(torch.stack(q_logits, 1).reshape(-1, V), sampling).view(n_rows, g, V)
-            q = torch.cat([q, q.new_zeros(n_rows, 1, V)], 1)  # position g: the bonus token, from p
-            d = seq[:, 1:, None]
-            p_d = p[:, :g].gather(2, d).squeeze(2)
-            q_d = q[:, :g].gather(2, d).squeeze(2)
-            u = torch.rand(n_rows, g, generator=generator, device=device, dtype=p.dtype)
-            agree = (u * q_d < p_d).long()  # u < p/q, with q(d) > 0 since d was drawn from q
-            n_acc = agree.cumprod(1).sum(1)
-            idx = n_acc[:, None, None].expand(n_rows, 1, V)
-            p_n, q_n = p.gather(1, idx).squeeze(1), q.gather(1, idx).squeeze(1)
-            residual = (p_n - q_n).clamp(min=0)
-            empty = residual.sum(-1, keepdim=True) <= 0
-            residual = torch.where(empty, p_n, residual)  # p == q there: any draw from p is right
-            nxt = torch.multinomial(residual, 1, generator=generator).squeeze(1)
-        counts = n_acc.tolist()
-        stats["accepted"].append(counts)
+        snapshot = tstate
+        counts, nxt, verified = verify(model, seq, snapshot, sampling, generator, stats, q=q)
+        groups = _groups(counts)
 
         # -- emit ---------------------------------------------------------------------------
         seq_l, nxt_l = seq.tolist(), nxt.tolist()
@@ -183,23 +252,7 @@ def _run(model, draft, rows, max_new_tokens, sampling, stopper, on_token, genera
             break
 
         # -- states: both must cover last + the accepted proposals --------------------------
-        new_fed = [fed[i] + counts[i] + 1 for i in range(n_rows)]
-        groups = _groups(counts)
-        if verified.can_truncate:
-            tstate = verified.truncate(new_fed)
-        else:
-            parts = []
-            for n, idx in groups.items():
-                if n == g:
-                    parts.append((idx, verified if len(idx) == n_rows else verified.select(idx)))
-                    continue
-                whole = len(idx) == n_rows
-                _, s = model(seq[:, :n + 1] if whole else seq[idx, :n + 1],
-                             snapshot if whole else snapshot.select(idx))
-                stats["target_calls"] += 1
-                stats["recompute_calls"] += 1
-                parts.append((idx, s))
-            tstate = _combine(parts, n_rows)
+        tstate, new_fed = roll_back(model, seq, snapshot, verified, counts, fed, stats)
         if max(counts) == g:  # the draft has not yet seen its last proposal (or `last` if g = 0)
             _, s = draft.step(tok, d_states[-1])
             stats["draft_calls"] += 1

@@ -1,0 +1,134 @@
+"""Training-free drafters: propose tokens from the context alone, no draft model.
+
+Each drafter holds one row's context. ``extend(tokens)`` appends verified tokens
+(prompt, then the model's own outputs); ``propose(k)`` returns up to ``k`` draft
+tokens (possibly none). The strategies in ``seqlab.decoding.strategies.lookup``
+verify the drafts with the target in one call per round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PromptLookup:
+    """Prompt lookup decoding: copy what followed the last earlier occurrence of the suffix.
+
+    For n from ``max_ngram`` down to 1, find the most recent earlier occurrence of the
+    context's last n tokens; the draft is the tokens that followed it. The copy runs on
+    past the end of the context the way LZ77 copies overlap (the draft's own tokens
+    continue the copy), so a short cycle still yields ``k`` tokens.
+
+    An index maps every n-gram that has a follower to the position of that follower
+    (the latest occurrence wins), so a proposal costs O(max_ngram + k).
+    """
+
+    def __init__(self, max_ngram: int = 3):
+        self.max_ngram = max_ngram
+        self.tokens: list[int] = []
+        self.index: list[dict[tuple[int, ...], int]] = [{} for _ in range(max_ngram + 1)]
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        toks = self.tokens
+        for t in tokens:
+            i = len(toks)  # t lands at position i: every n-gram ending at i - 1 now has a follower
+            for n in range(1, min(self.max_ngram, i) + 1):
+                self.index[n][tuple(toks[i - n:i])] = i
+            toks.append(t)
+
+    def match(self, suffix: list[int]) -> int | None:
+        """Position of the token that followed the latest occurrence of the longest suffix."""
+        for n in range(min(self.max_ngram, len(suffix)), 0, -1):
+            pos = self.index[n].get(tuple(suffix[-n:]))
+            if pos is not None:
+                return pos
+        return None
+
+    def propose(self, k: int) -> list[int]:
+        toks = self.tokens
+        pos = self.match(toks[-self.max_ngram:])
+        if pos is None or k <= 0:
+            return []
+        L = len(toks)
+        draft: list[int] = []
+        for j in range(k):
+            p = pos + j
+            draft.append(toks[p] if p < L else draft[p - L])
+        return draft
+
+
+class NGramDrafter:
+    """Adaptive tri-gram drafter in the spirit of ADED (Liu et al., arXiv:2406.08200).
+
+    A table counts, for every pair of previous tokens (a, b), how often each token c
+    followed; it is built from the prompt and updated with every verified token the model
+    emits, so it adapts to the model's own outputs during one generate call. Drafts walk
+    the table token by token (the draft's own tokens extend the context):
+
+    * exploitation: when the pair's best continuation is confident -- seen at least
+      ``min_count`` times and strictly more often than the runner-up -- propose it;
+    * exploration: otherwise (a tie, or too few observations) propose what followed the
+      latest occurrence of the longest matching suffix (prompt lookup, n from ``max_ngram``
+      down to 1): a longer context than the pair when it exists, the most recent
+      continuation rather than the most frequent one, and a guess from the last token alone
+      for a pair never seen;
+    * the draft stops early where nothing at all has been seen (the last token never had a
+      follower).
+
+    Explorations are counted in ``explored`` (tokens proposed by the exploration rule).
+    """
+
+    def __init__(self, max_ngram: int = 3, min_count: int = 2):
+        self.min_count = min_count
+        self.lookup = PromptLookup(max_ngram)
+        # (a, b) -> {c: [count, last position seen]}
+        self.table: dict[tuple[int, int], dict[int, list[int]]] = {}
+        self.explored = 0
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.lookup.tokens
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        tokens = list(tokens)
+        toks = self.lookup.tokens
+        for t in tokens:
+            i = len(toks)
+            if i >= 2:
+                entry = self.table.setdefault((toks[i - 2], toks[i - 1]), {}).setdefault(t, [0, 0])
+                entry[0] += 1
+                entry[1] = i
+            self.lookup.extend([t])
+
+    def _ranked(self, a: int, b: int) -> list[tuple[int, int]]:
+        """(count, token) of the pair's continuations, best first (ties: most recent first)."""
+        seen = self.table.get((a, b))
+        if not seen:
+            return []
+        ranked = sorted(seen.items(), key=lambda kv: (kv[1][0], kv[1][1]), reverse=True)
+        return [(v[0], c) for c, v in ranked]
+
+    def _next(self, ctx: list[int]) -> int | None:
+        ranked = self._ranked(ctx[-2], ctx[-1]) if len(ctx) >= 2 else []
+        if ranked and ranked[0][0] >= self.min_count and (len(ranked) == 1
+                                                          or ranked[0][0] > ranked[1][0]):
+            return ranked[0][1]  # exploit
+        pos = self.lookup.match(ctx[-self.lookup.max_ngram:])
+        if pos is None:
+            return None
+        self.explored += 1
+        return self.lookup.tokens[pos]
+
+    def propose(self, k: int) -> list[int]:
+        ctx = self.lookup.tokens[-max(self.lookup.max_ngram, 2):]
+        draft: list[int] = []
+        for _ in range(k):
+            t = self._next(ctx)
+            if t is None:
+                break
+            draft.append(t)
+            ctx = ctx[1:] + [t]
+        return draft
+
+
+DRAFTERS = {"prompt-lookup": PromptLookup, "ngram": NGramDrafter}
