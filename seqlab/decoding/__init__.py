@@ -22,6 +22,12 @@ from seqlab.decoding.strategies import STRATEGIES
 _COMMON = {"model", "rows", "max_new_tokens", "sampling", "stopper", "on_token", "generator"}
 
 
+def _is_hf(model) -> bool:
+    """A transformers PreTrainedModel? (by class names, so transformers is not imported here)"""
+    return any(c.__name__ == "PreTrainedModel" and c.__module__.startswith("transformers")
+               for c in type(model).__mro__)
+
+
 def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              min_p: float | None = None, seed: int | None = None, eos_id: int | None = None,
@@ -30,7 +36,10 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     """Continue each prompt of a batch.
 
     Args:
-        model: a seqlab LM (anything with ``model(tokens, state)`` and ``model.step``).
+        model: a seqlab LM (anything with ``model(tokens, state)`` and ``model.step``), or a
+            Hugging Face ``transformers`` causal LM (a ``PreTrainedModel``), which is wrapped in
+            ``seqlab.decoding.hf.HFCausalLM`` first; a transformers ``draft=`` option is wrapped
+            the same way.
         prompt: a (B, T) or (T,) tensor of ids, or a list of id lists of any lengths.
         strategy: one of ``seqlab.decoding.STRATEGIES``.
         max_new_tokens: tokens to add per row at most.
@@ -60,6 +69,11 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     if unknown:
         raise ConfigError(f"strategy {strategy!r} has no option {', '.join(map(repr, unknown))}; its "
                           f"options: {', '.join(allowed) or '(none)'}")
+    if _is_hf(model) or _is_hf(options.get("draft")):  # transformers is imported only here
+        from seqlab.decoding.hf import as_seqlab
+        model = as_seqlab(model)
+        if options.get("draft") is not None:
+            options["draft"] = as_seqlab(options["draft"])
     rows = as_rows(prompt)
     check_prompts(model, rows, max_new_tokens)
     device = next(model.parameters()).device
