@@ -29,7 +29,7 @@ from seqlab.decoding.drafters import NGramDrafter, PromptLookup
 from seqlab.decoding.engine import GenerateOutput, prefill, timer
 from seqlab.decoding.sampling import SamplingConfig, choose
 from seqlab.decoding.strategies import register
-from seqlab.decoding.strategies.speculative import roll_back, verify
+from seqlab.decoding.strategies.speculative import finish_stats, make_emitter, roll_back, verify
 
 
 def _check(name: str, value, what: str, low: int = 1) -> None:
@@ -72,24 +72,12 @@ def _run(model, rows, max_new_tokens, sampling, stopper, on_token, generator, nu
     stats = {"strategy": name, "num_draft": num_draft, "target_calls": 0, "verify_calls": 0,
              "recompute_calls": 0, "drafted": 0, "draft_hits": 0, "accepted": []}
 
-    def emit(b: int, t: int) -> bool:
-        """Add a token to row b; True when the row is finished."""
-        out[b].append(t)
-        if on_token is not None:
-            on_token(b, t)
-        stopper.update(b, out[b])
-        return stopper.done[b] or len(out[b]) >= max_new_tokens
+    emit = make_emitter(out, stopper, on_token, max_new_tokens)
 
     def finish() -> GenerateOutput:
-        new = sum(len(o) for o in out)
-        acc = [n for r in stats["accepted"] for n in r]
-        wall = elapsed()
-        stats.update(new_tokens=new, tokens_per_call=new / max(stats["verify_calls"], 1),
-                     accepted_tokens=sum(acc), mean_accepted=sum(acc) / max(len(acc), 1),
-                     wall_s=wall, tokens_per_s=new / max(wall, 1e-9))
         if name == "ngram":
             stats["explored"] = sum(d.explored for d in drafters)
-        return GenerateOutput(out, stats)
+        return finish_stats(out, stats, elapsed)
 
     if max_new_tokens == 0:
         stats["prefill_s"] = 0.0

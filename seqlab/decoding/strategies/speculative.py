@@ -142,6 +142,30 @@ def roll_back(model, seq: Tensor, snapshot: LMState, verified: LMState, counts: 
     return _combine(parts, R), new_fed
 
 
+
+def make_emitter(out: list[list[int]], stopper, on_token, max_new_tokens: int):
+    """``emit(row, token) -> finished``: append, stream, and check stops and the budget."""
+
+    def emit(b: int, t: int) -> bool:
+        out[b].append(t)
+        if on_token is not None:
+            on_token(b, t)
+        stopper.update(b, out[b])
+        return stopper.done[b] or len(out[b]) >= max_new_tokens
+
+    return emit
+
+
+def finish_stats(out: list[list[int]], stats: dict, elapsed) -> GenerateOutput:
+    """The output of a draft-and-verify strategy, with its totals and rates filled in."""
+    new = sum(len(o) for o in out)
+    acc = [n for r in stats["accepted"] for n in r]
+    wall = elapsed()
+    stats.update(new_tokens=new, tokens_per_call=new / max(stats["verify_calls"], 1),
+                 accepted_tokens=sum(acc), mean_accepted=sum(acc) / max(len(acc), 1),
+                 wall_s=wall, tokens_per_s=new / max(wall, 1e-9))
+    return GenerateOutput(out, stats)
+
 @register("speculative")
 @torch.no_grad()
 def speculative(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
@@ -173,22 +197,10 @@ def _run(model, draft, rows, max_new_tokens, sampling, stopper, on_token, genera
     stats = {"strategy": "speculative", "gamma": gamma, "target_calls": 0, "verify_calls": 0,
              "recompute_calls": 0, "draft_calls": 0, "accepted": []}
 
-    def emit(b: int, t: int) -> bool:
-        """Add a token to row b; True when the row is finished."""
-        out[b].append(t)
-        if on_token is not None:
-            on_token(b, t)
-        stopper.update(b, out[b])
-        return stopper.done[b] or len(out[b]) >= max_new_tokens
+    emit = make_emitter(out, stopper, on_token, max_new_tokens)
 
     def finish() -> GenerateOutput:
-        new = sum(len(o) for o in out)
-        acc = [n for r in stats["accepted"] for n in r]
-        wall = elapsed()
-        stats.update(new_tokens=new, tokens_per_call=new / max(stats["verify_calls"], 1),
-                     mean_accepted=sum(acc) / max(len(acc), 1), wall_s=wall,
-                     tokens_per_s=new / max(wall, 1e-9))
-        return GenerateOutput(out, stats)
+        return finish_stats(out, stats, elapsed)
 
     if max_new_tokens == 0:
         stats["prefill_s"] = 0.0
