@@ -20,5 +20,5 @@ def register(name: str):
     return deco
 
 
-for _m in ["sample", "beam", "speculative", "lookup"]:
+for _m in ["sample", "beam", "speculative", "tree", "lookup"]:
     importlib.import_module(f"seqlab.decoding.strategies.{_m}")

@@ -143,6 +143,17 @@ def roll_back(model, seq: Tensor, snapshot: LMState, verified: LMState, counts: 
 
 
 
+def check_draft(model, draft, strategy: str) -> None:
+    """A clear error unless ``draft`` is a model with the target's vocabulary."""
+    if draft is None:
+        raise ConfigError(f"strategy {strategy!r} needs a draft model: pass draft=<a seqlab LM "
+                          "with the target's vocabulary>")
+    if draft.cfg.vocab_size != model.cfg.vocab_size:
+        raise ConfigError(f"the draft model's vocab_size ({draft.cfg.vocab_size}) differs from the "
+                          f"target's ({model.cfg.vocab_size}); speculative decoding needs the same "
+                          "vocabulary")
+
+
 def make_emitter(out: list[list[int]], stopper, on_token, max_new_tokens: int):
     """``emit(row, token) -> finished``: append, stream, and check stops and the budget."""
 
@@ -171,13 +182,7 @@ def finish_stats(out: list[list[int]], stats: dict, elapsed) -> GenerateOutput:
 def speculative(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
                 generator=None, draft=None, gamma: int = 4) -> GenerateOutput:
     """Speculative decoding; options ``draft`` (a seqlab LM, same vocabulary) and ``gamma``."""
-    if draft is None:
-        raise ConfigError("strategy 'speculative' needs a draft model: pass draft=<a seqlab LM with "
-                          "the target's vocabulary>")
-    if draft.cfg.vocab_size != model.cfg.vocab_size:
-        raise ConfigError(f"the draft model's vocab_size ({draft.cfg.vocab_size}) differs from the "
-                          f"target's ({model.cfg.vocab_size}); speculative decoding needs the same "
-                          "vocabulary")
+    check_draft(model, draft, "speculative")
     if not isinstance(gamma, int) or gamma < 1:
         raise ConfigError(f"gamma = {gamma!r} is not allowed: expected an int >= 1 (draft tokens "
                           "per round)")

@@ -1,0 +1,388 @@
+"""Tree speculative decoding and Recursive Speculative Decoding (Jeon et al. 2024).
+
+Each round the draft grows a tree of continuations instead of one chain, and
+the target checks every branch in a single call. Two ways to grow the tree:
+
+* ``branching=(b1, b2, ...)``: every node at depth d gets ``b_d`` children drawn
+  *without replacement* from the draft's distribution (Gumbel-top-k), the
+  fixed-shape tree of RSD-C;
+* ``beam_width=W, depth=D``: stochastic beam search (Kool et al. 2019) keeps the W
+  best continuations per depth under conditioned Gumbel perturbations, the
+  tree of RSD-S; nodes may end early when none of their children survive.
+
+With greedy decoding the children are the draft's top-k (or its deterministic
+beam) and a node is accepted when it is the target's argmax, so the output is
+exactly plain greedy decoding. With sampling, the siblings of a node are
+checked in the order they were drawn by recursive rejection sampling: accept
+sibling x with probability min(1, p(x)/q(x)); on rejection replace p by
+normalize(max(0, p - q)) and q by q with x removed and renormalised, and go on;
+if every sibling is rejected, draw the next token from what is left of p.
+Because siblings are a sample without replacement from q, the accepted token
+has exactly the target's distribution, so sampling is lossless.
+
+Verification lays the branches out as batch rows (one row per leaf), which works
+for every model: attention, recurrent and hybrid states are copied per row with
+``select`` and rolled back exactly as in chain speculative decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seqlab.config import ConfigError
+from seqlab.decoding.engine import GenerateOutput, prefill, timer
+from seqlab.decoding.sampling import SamplingConfig, choose, probabilities
+from seqlab.decoding.strategies import register
+from seqlab.decoding.strategies.speculative import (
+    _combine, _groups, check_draft, finish_stats, make_emitter, roll_back)
+
+
+@dataclass
+class Level:
+    """The nodes at one depth of the trees of all rows (n nodes per row).
+
+    tokens, parent, valid: (R, n); parent indexes the previous level (depth 1: the root, 0).
+    Siblings are contiguous and in the order they were drawn.
+    """
+
+    tokens: Tensor
+    parent: Tensor
+    valid: Tensor
+
+
+def _gumbel(shape, generator, device) -> Tensor:
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+    return -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+
+
+def _children_topk(logq: Tensor, k: int, sampling: SamplingConfig, generator) -> tuple[Tensor, Tensor]:
+    """k children per node: Gumbel-top-k of log q (a draw without replacement), or top-k when
+    greedy. ``logq: (N, V)`` -> tokens (N, k), valid (N, k)."""
+    k = min(k, logq.shape[-1])
+    scores = logq.double()
+    if not sampling.greedy:
+        scores = scores + _gumbel(scores.shape, generator, logq.device)
+    top = scores.topk(k, dim=-1)
+    return top.indices, torch.isfinite(top.values)
+
+
+def _conditioned_gumbel(phi: Tensor, parent_g: Tensor, generator) -> Tensor:
+    """Stochastic beam search: perturb the children's log-probs ``phi (N, V)`` with Gumbels
+    conditioned so their maximum equals the parent's perturbed value ``parent_g (N,)``."""
+    g = phi + _gumbel(phi.shape, generator, phi.device)
+    z = g.max(-1, keepdim=True).values
+    # -log(exp(-T) - exp(-Z) + exp(-g)) computed stably (Kool et al. 2019, appendix B).
+    t = parent_g[:, None]
+    v = t - g + torch.log1p(-torch.exp((g - z).clamp(max=0)).clamp(max=1 - 1e-16))
+    out = t - v.clamp(min=0) - torch.log1p(torch.exp(-v.abs()))
+    return torch.where(torch.isfinite(phi), out, torch.full_like(out, float("-inf")))
+
+
+def _check_shape(branching, beam_width, depth):
+    if branching is not None and beam_width is not None:
+        raise ConfigError("strategy 'tree' takes branching=(b1, b2, ...) or beam_width=W with "
+                          "depth=D, not both")
+    if beam_width is not None:
+        if not isinstance(beam_width, int) or beam_width < 1:
+            raise ConfigError(f"beam_width = {beam_width!r} is not allowed: expected an int >= 1")
+        if not isinstance(depth, int) or depth < 1:
+            raise ConfigError(f"depth = {depth!r} is not allowed: strategy 'tree' with beam_width "
+                              "needs depth, an int >= 1")
+        return None
+    if depth is not None:
+        raise ConfigError("depth is set by branching=(b1, b2, ...) (one entry per depth); pass "
+                          "depth only with beam_width")
+    b = tuple(branching) if branching is not None else (2, 2, 1, 1)
+    if not b or not all(isinstance(x, int) and x >= 1 for x in b):
+        raise ConfigError(f"branching = {branching!r} is not allowed: expected a non-empty "
+                          "sequence of ints >= 1, children per node at each depth")
+    return b
+
+
+@register("tree")
+@torch.no_grad()
+def tree(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
+         generator=None, draft=None, branching=None, beam_width: int | None = None,
+         depth: int | None = None) -> GenerateOutput:
+    """Tree speculative decoding; options ``draft`` and either ``branching`` (default (2, 2, 1,
+    1)) or ``beam_width`` with ``depth`` (the stochastic-beam tree)."""
+    check_draft(model, draft, "tree")
+    shape = _check_shape(branching, beam_width, depth)
+    was_training = draft.training
+    draft.eval()
+    try:
+        return _Run(model, draft, sampling, generator, shape, beam_width, depth).go(
+            rows, max_new_tokens, stopper, on_token)
+    finally:
+        draft.train(was_training)
+
+
+class _Run:
+    def __init__(self, model, draft, sampling, generator, branching, beam_width, depth):
+        self.model, self.draft, self.sampling, self.gen = model, draft, sampling, generator
+        self.branching, self.beam_width = branching, beam_width
+        self.depth = len(branching) if branching is not None else depth
+        self.V = model.cfg.vocab_size
+        self.stats = {"strategy": "tree", "target_calls": 0, "verify_calls": 0,
+                      "recompute_calls": 0, "draft_calls": 0, "draft_tokens": 0, "accepted": []}
+        if branching is not None:
+            self.stats["branching"] = list(branching)
+        else:
+            self.stats.update(beam_width=beam_width, depth=depth)
+
+    # -- the draft's tree ----------------------------------------------------------------
+    def _log_q(self, logits: Tensor) -> Tensor:
+        """The draft's log-distribution the children are drawn from (filtered like sampling)."""
+        if self.sampling.greedy:
+            return logits.double().log_softmax(-1)
+        return probabilities(logits, self.sampling).double().log()
+
+    def grow(self, last: Tensor, dstate, depth: int):
+        """Draft a tree of ``depth`` levels below ``last`` for every row.
+
+        Returns the levels, the draft's probabilities at every non-leaf node (list per depth
+        0..depth-1, each (R, n, V), sampling only) and the draft states after each node
+        (list per depth 0..depth-1, rows r * n + j).
+        """
+        R = last.shape[0]
+        logits, s = self.draft.step(last, dstate)
+        self.stats["draft_calls"] += 1
+        states, qs, levels = [s], [], []
+        logq = self._log_q(logits)  # (R * n_prev, V)
+        score = torch.zeros(R, 1, dtype=torch.float64, device=last.device)  # beam: per node
+        n_prev = 1
+        for d in range(depth):
+            if not self.sampling.greedy:
+                qs.append(logq.exp().view(R, n_prev, self.V))
+            if self.branching is not None:
+                k = self.branching[d]
+                tok, ok = _children_topk(logq, k, self.sampling, self.gen)  # (R*n_prev, k)
+                k = tok.shape[1]
+                parent = torch.arange(n_prev, device=last.device).repeat_interleave(k)
+                level = Level(tok.view(R, n_prev * k), parent.expand(R, -1).clone(),
+                              ok.view(R, n_prev * k))
+                if levels:  # children of an invalid node are invalid
+                    level.valid &= levels[-1].valid.gather(1, level.parent)
+            else:
+                level, score = self._beam_level(logq.view(R, n_prev, self.V), score,
+                                                levels[-1].valid if levels else None)
+            levels.append(level)
+            n = level.tokens.shape[1]
+            self.stats["draft_tokens"] += int(level.valid.sum())
+            if d + 1 < depth:
+                flat_parent = (torch.arange(R, device=last.device)[:, None] * n_prev
+                               + level.parent).flatten()
+                logits, s = self.draft.step(level.tokens.flatten(), states[-1].select(flat_parent))
+                self.stats["draft_calls"] += 1
+                states.append(s)
+                logq = self._log_q(logits)
+            n_prev = n
+        return levels, qs, states
+
+    def _beam_level(self, logq: Tensor, score: Tensor, parent_valid: Tensor | None):
+        """The next level of a (stochastic) beam: W best children over all nodes per row."""
+        R, n_prev, V = logq.shape
+        phi = score[..., None] + logq  # cumulative log q of every child
+        if parent_valid is not None:
+            phi = phi.masked_fill(~parent_valid[..., None], float("-inf"))
+        if self.sampling.greedy:
+            key = phi
+        else:
+            key = _conditioned_gumbel(phi.view(-1, V), self._g.view(-1), self.gen).view(R, n_prev, V)
+        W = min(self.beam_width, n_prev * V)
+        top = key.view(R, -1).topk(W, dim=-1)
+        parent, tok = top.indices // V, top.indices % V
+        # Group siblings (stable: within a parent they stay in drawn order, best first).
+        order = parent.sort(dim=1, stable=True).indices
+        parent, tok = parent.gather(1, order), tok.gather(1, order)
+        keys = top.values.gather(1, order)
+        if not self.sampling.greedy:
+            self._g = keys
+        return (Level(tok, parent, torch.isfinite(keys)),
+                phi.view(R, -1).gather(1, (parent * V + tok)))
+
+    # -- one round -------------------------------------------------------------------------
+    def leaves(self, levels: list[Level]):
+        """Per row the leaf paths: lists of (depth, node) from depth 1 down to a leaf."""
+        R = levels[0].tokens.shape[0]
+        valid = [lv.valid.tolist() for lv in levels]
+        parent = [lv.parent.tolist() for lv in levels]
+        out = []
+        for r in range(R):
+            has_child = [[False] * len(valid[d][r]) for d in range(len(levels))]
+            for d in range(1, len(levels)):
+                for j, ok in enumerate(valid[d][r]):
+                    if ok:
+                        has_child[d - 1][parent[d][r][j]] = True
+            paths = []
+            for d in range(len(levels)):
+                for j, ok in enumerate(valid[d][r]):
+                    if ok and not has_child[d][j]:
+                        path = [(d, j)]
+                        for dd in range(d, 0, -1):
+                            path.append((dd - 1, parent[dd][r][path[-1][1]]))
+                        paths.append(path[::-1])
+            out.append(paths or [[]])  # no valid child at all: the root alone is the leaf
+        return out
+
+    def go(self, rows, max_new_tokens, stopper, on_token) -> GenerateOutput:
+        model, draft, sampling, stats = self.model, self.draft, self.sampling, self.stats
+        device = next(model.parameters()).device
+        elapsed = timer()
+        B = len(rows)
+        out: list[list[int]] = [[] for _ in rows]
+        emit = make_emitter(out, stopper, on_token, max_new_tokens)
+        if max_new_tokens == 0:
+            stats["prefill_s"] = 0.0
+            return finish_stats(out, stats, elapsed)
+        logits, tstate, calls = prefill(model, rows, device)
+        stats["target_calls"] += calls
+        _, dstate, dcalls = prefill(draft, rows, device)
+        stats["draft_calls"] += dcalls
+        stats["prefill_s"] = elapsed()
+
+        first = choose(logits, sampling, self.gen).tolist()
+        active = [b for b in range(B) if not emit(b, first[b])]
+        if not active:
+            return finish_stats(out, stats, elapsed)
+        last = torch.tensor([first[b] for b in active], device=device, dtype=torch.long)
+        fed = [len(rows[b]) + len(out[b]) - 1 for b in active]
+        if len(active) < B:
+            tstate, dstate = tstate.select(active), dstate.select(active)
+
+        while active:
+            R = len(active)
+            left = max(max_new_tokens - len(out[b]) for b in active)
+            depth = min(self.depth, left - 1)  # never draft past what any row may emit
+            self._g = torch.zeros(R, 1, dtype=torch.float64, device=device)  # beam: root's Gumbel
+            if depth:
+                levels, qs, dstates = self.grow(last, dstate, depth)
+                paths = self.leaves(levels)
+            else:
+                levels, qs, paths = [], [], [[[]] for _ in range(R)]
+                lg, s = draft.step(last, dstate)
+                stats["draft_calls"] += 1
+                dstates = [s]
+
+            # -- verify every leaf path as one batch row ----------------------------------
+            tok_l = [lv.tokens.tolist() for lv in levels]
+            seq_rows, owner = [], []
+            for r in range(R):
+                for path in paths[r]:
+                    toks = [tok_l[d][r][j] for d, j in path]
+                    seq_rows.append([int(last[r])] + toks + [0] * (depth - len(toks)))
+                    owner.append(r)
+            seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
+            t_logits, verified = model(seq, tstate.select(owner))
+            stats["target_calls"] += 1
+            stats["verify_calls"] += 1
+
+            # -- walk each row's tree: accept down a path, then one token of the target ----
+            counts, nxt, chosen = [], [], []
+            row0 = 0
+            for r in range(R):
+                n_acc, token, leaf = self.accept(r, paths[r], row0, t_logits, tok_l, levels, qs)
+                counts.append(n_acc)
+                nxt.append(token)
+                chosen.append(leaf)
+                row0 += len(paths[r])
+            stats["accepted"].append(counts)
+
+            keep = []
+            for i, b in enumerate(active):
+                toks = seq_rows[chosen[i]][1:counts[i] + 1] + [nxt[i]]
+                if not any(emit(b, t) for t in toks):  # any() stops at the finishing token
+                    keep.append(i)
+            if not keep:
+                break
+
+            # -- states: both cover last + the accepted path ----------------------------------
+            tstate, new_fed = roll_back(model, seq[chosen], tstate, verified.select(chosen),
+                                        counts, fed, stats)
+            dstate = self._draft_state(counts, chosen, paths, seq, levels, dstates, R)
+            last = torch.tensor(nxt, dtype=torch.long, device=device)
+            fed = new_fed
+            if len(keep) < R:
+                active = [active[i] for i in keep]
+                fed = [fed[i] for i in keep]
+                last = last[keep]
+                tstate, dstate = tstate.select(keep), dstate.select(keep)
+        return finish_stats(out, stats, elapsed)
+
+    def accept(self, r, paths, row0, t_logits, tok_l, levels, qs):
+        """Recursive rejection down row r's tree; returns (accepted count, next token, the
+        verification row holding the accepted path)."""
+        sampling, gen = self.sampling, self.gen
+        # where each node's target logits are: (verification row, position)
+        where = {(-1, 0): (row0, 0)}
+        for i, path in enumerate(paths):
+            for pos, node in enumerate(path, start=1):
+                where.setdefault(node, (row0 + i, pos))
+        children: dict[tuple[int, int], list[int]] = {}
+        for d, lv in enumerate(levels):
+            par, ok = lv.parent[r].tolist(), lv.valid[r].tolist()
+            for j in range(len(par)):
+                if ok[j]:
+                    children.setdefault((d - 1, par[j] if d else 0), []).append(j)
+        node, n_acc = (-1, 0), 0
+        while True:
+            row, pos = where[node]
+            logits = t_logits[row, pos][None]
+            kids = children.get(node, [])
+            d = node[0] + 1
+            if sampling.greedy:
+                best = int(logits.argmax())
+                hit = next((j for j in kids if tok_l[d][r][j] == best), None)
+                if hit is None:
+                    return n_acc, best, row
+                node, n_acc = (d, hit), n_acc + 1
+                continue
+            p = probabilities(logits, sampling)[0].double()
+            q = qs[d][r, node[1] if d else 0].clone() if kids else None
+            accepted = None
+            for j in kids:
+                x = tok_l[d][r][j]
+                if torch.rand((), generator=gen, device=p.device, dtype=torch.float64) * q[x] < p[x]:
+                    accepted = j
+                    break
+                residual = (p - q).clamp(min=0)
+                p = residual / residual.sum() if residual.sum() > 0 else p
+                q[x] = 0
+                q = q / q.sum() if q.sum() > 0 else q
+            if accepted is None:
+                return n_acc, int(torch.multinomial(p.float(), 1, generator=gen)), row
+            node, n_acc = (d, accepted), n_acc + 1
+            if node not in where:  # pragma: no cover - every valid node lies on a leaf path
+                raise RuntimeError("tree node without a verification row")
+
+    def _draft_state(self, counts, chosen, paths, seq, levels, dstates, R):
+        """The draft state covering last + each row's accepted path."""
+        parts = []
+        for n, idx in _groups(counts).items():
+            if n < len(dstates):
+                flat = []
+                for r in idx:
+                    if n == 0:
+                        flat.append(r)
+                        continue
+                    # the accepted node at depth n is on the chosen leaf's path
+                    j = self._node_on_chosen(r, n, chosen, paths)
+                    flat.append(r * levels[n - 1].tokens.shape[1] + j)
+                parts.append((idx, dstates[n].select(flat)))
+            else:  # accepted a full-depth leaf: the draft has not seen it yet
+                prev = [r * levels[n - 2].tokens.shape[1] + self._node_on_chosen(r, n - 1, chosen, paths)
+                        if n >= 2 else r for r in idx]
+                _, s = self.draft.step(seq[[chosen[r] for r in idx], n], dstates[n - 1].select(prev))
+                self.stats["draft_calls"] += 1
+                parts.append((idx, s))
+        return _combine(parts, R)
+
+    @staticmethod
+    def _node_on_chosen(r, n, chosen, paths):
+        row0 = sum(len(p) for p in paths[:r])
+        return paths[r][chosen[r] - row0][n - 1][1]
+
