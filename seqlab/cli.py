@@ -148,6 +148,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise CLIError(f"{flag} {text!r} is not a comma-separated list of ints, e.g. 2,2,1") from None
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -169,7 +176,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
     options = {k: getattr(args, k) for k in ("num_beams", "num_groups", "diversity_penalty",
-                                             "length_penalty", "gamma") if getattr(args, k) is not None}
+                                             "length_penalty", "gamma", "beam_width", "depth")
+               if getattr(args, k) is not None}
+    if args.branching:
+        options["branching"] = _int_list(args.branching, "--branching")
     if args.draft:
         options["draft"] = load_for_cli(args.draft, device=str(device))[0]
     with torch.no_grad():
@@ -189,6 +199,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         extra = f", {s['mean_accepted']:.2f} draft tokens accepted per call" if "mean_accepted" in s else ""
         print(f"[{s['new_tokens']} tokens in {s['wall_s']:.2f} s, {s['tokens_per_s']:.1f} tokens/s, "
               f"{s['target_calls']} model calls{extra}, strategy {s['strategy']}]", file=sys.stderr)
+        # The strategy's own figures (beam scores, draft calls, ...), one per line.
+        for key, value in s.items():
+            if key not in ("accepted", "new_tokens", "wall_s", "tokens_per_s", "strategy"):
+                value = f"{value:.4g}" if isinstance(value, float) else value
+                print(f"  {key}: {value}", file=sys.stderr)
     return 0
 
 
@@ -295,13 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--strategy", default="sample",
-                   help="greedy, sample, beam, diverse-beam, speculative, ... (see seqlab.decoding.STRATEGIES)")
+                   help="greedy, sample, beam, diverse-beam, speculative, tree, prompt-lookup, ngram")
     g.add_argument("--num-beams", type=int, help="beam, diverse-beam: beams per prompt")
     g.add_argument("--num-groups", type=int, help="diverse-beam: groups")
     g.add_argument("--diversity-penalty", type=float, help="diverse-beam: Hamming penalty lambda")
     g.add_argument("--length-penalty", type=float, help="beam, diverse-beam: score / length**this")
-    g.add_argument("--draft", help="speculative: the draft model (run folder, checkpoint or pretrained source)")
+    g.add_argument("--draft", help="speculative, tree: the draft model (run folder, checkpoint or pretrained source)")
     g.add_argument("--gamma", type=int, help="speculative: draft tokens per target call")
+    g.add_argument("--branching", help="tree: children per node at each depth, e.g. 2,2,1,1")
+    g.add_argument("--beam-width", type=int, help="tree: stochastic-beam tree width (with --depth)")
+    g.add_argument("--depth", type=int, help="tree: depth of the stochastic-beam tree")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)

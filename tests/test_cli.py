@@ -112,6 +112,12 @@ def test_generate_strategies_agree_with_greedy(trained, capsys):
     assert main(common + ["--strategy", "speculative", "--draft", str(out), "--gamma", "3", "--stats"]) == 0
     cap = capsys.readouterr()
     assert cap.out == greedy and "draft tokens accepted per call" in cap.err
+    assert main(common + ["--strategy", "tree", "--draft", str(out), "--branching", "2,1",
+                          "--stats"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == greedy and "draft_tokens:" in cap.err and "branching: [2, 1]" in cap.err
+    assert main(common + ["--strategy", "tree", "--draft", str(out), "--branching", "2,x"]) == 2
+    assert "--branching '2,x' is not a comma-separated list of ints" in capsys.readouterr().err
     assert main(common + ["--strategy", "beam", "--num-beams", "1"]) == 0
     assert capsys.readouterr().out == greedy
     assert main(common + ["--strategy", "beam", "--gamma", "2"]) == 2
