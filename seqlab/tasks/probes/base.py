@@ -113,6 +113,17 @@ class Probe:
         """A batch as a pure function of the arguments (on the CPU)."""
         raise NotImplementedError
 
+    def num_examples(self, split: str) -> int | None:
+        """How many examples ``batch(split, step, B)`` walks through in order, or None.
+
+        None (the default) means an endless stream: every synthetic probe, and a finite
+        dataset's train split that is sampled with replacement. An int ``n`` means steps
+        ``0 .. ceil(n / B) - 1`` cover the split exactly once (the last batch may be shorter)
+        and later steps wrap around; a caller evaluates the whole split with
+        ``[probe.batch(split, s, B) for s in range(math.ceil(n / B))]``.
+        """
+        return None
+
     # -- metric -----------------------------------------------------------------------------
     def score(self, logits: Tensor, batch: ProbeBatch) -> dict[str, float]:
         """Sums and counts for this batch: ``{"correct": ..., "count": ...}`` at least.
@@ -137,3 +148,61 @@ class Probe:
     def metrics(totals: dict[str, float]) -> dict[str, float]:
         """Turn summed scores into the reported metrics (``accuracy`` at least)."""
         return {"accuracy": totals["correct"] / max(totals["count"], 1.0)}
+
+
+# -- helpers shared by the probes ---------------------------------------------------------------
+
+def distinct_ints(g: torch.Generator, rows: int, population: int, k: int) -> Tensor:
+    """(rows, k) int64: k distinct values from [0, population) per row, in random order.
+
+    The indices of the k largest of ``population`` i.i.d. uniforms form a uniformly random
+    k-subset in uniformly random order; one ``topk`` over the batch, no loop per row.
+    """
+    return torch.rand(rows, population, generator=g).topk(k, dim=1).indices
+
+
+def randint_between(g: torch.Generator, low: int | Tensor, high: int | Tensor,
+                    shape: tuple[int, ...]) -> Tensor:
+    """int64 tensor of ``shape`` uniform in [low, high] (inclusive); bounds may be tensors
+    broadcastable to ``shape`` (a different range per row)."""
+    low_t = torch.as_tensor(low, dtype=torch.float64)
+    span = torch.as_tensor(high, dtype=torch.float64) - low_t + 1
+    u = torch.rand(shape, generator=g, dtype=torch.float64)
+    # float64 keeps floor(u * span) < span for any span a probe uses; clamp for safety anyway
+    return (low_t + torch.minimum((u * span).floor(), span - 1)).long()
+
+
+def predictions_like(logits: Tensor, targets: Tensor) -> Tensor:
+    """Argmax predictions laid out like ``targets`` (B, L): IGNORE where not scored.
+
+    Accepts logits of shape (B, L, V) or (N, V) at the scored positions (row-major order of
+    ``targets != IGNORE``), as in :meth:`Probe.score`.
+    """
+    mask = targets != IGNORE
+    pred = logits.argmax(-1)
+    if pred.shape == targets.shape:
+        return torch.where(mask, pred, torch.full_like(pred, IGNORE))
+    out = torch.full_like(targets, IGNORE)
+    out[mask] = pred.to(out.dtype)
+    return out
+
+
+def token_and_sequence_scores(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """Per-token accuracy sums plus whole-sequence exact match, for kind "lm".
+
+    Returns ``correct``/``count`` over scored tokens and ``seq_correct``/``seq_count`` over
+    rows that have at least one scored token (a row counts as correct when all of them are).
+    """
+    mask = targets != IGNORE
+    hit = (predictions_like(logits, targets) == targets) & mask
+    scored_rows = mask.any(dim=1)
+    rows_ok = (hit | ~mask).all(dim=1) & scored_rows
+    return {"correct": float(hit.sum().item()), "count": float(mask.sum().item()),
+            "seq_correct": float(rows_ok.sum().item()),
+            "seq_count": float(scored_rows.sum().item())}
+
+
+def token_and_sequence_metrics(totals: dict[str, float]) -> dict[str, float]:
+    """``accuracy`` per token and ``exact_match`` per sequence from summed scores."""
+    return {"accuracy": totals["correct"] / max(totals["count"], 1.0),
+            "exact_match": totals["seq_correct"] / max(totals["seq_count"], 1.0)}
