@@ -30,6 +30,7 @@ from seqlab.state import State, StateError
 
 # enable_gqa arrived in torch 2.5; older versions get the kv heads repeated.
 _TORCH_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+_SELECT_SLACK = 32  # free slots a selected cache keeps (see KVCache.select)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,10 @@ class KVCache(State):
 
     def select(self, index) -> "KVCache":
         idx = index.tolist() if isinstance(index, Tensor) else list(index)
-        hi = max((self.lengths[i] for i in idx), default=0)
+        # Keep some free slots past the longest row: decoding selects and then appends a few
+        # tokens (beam search, draft trees), and a full buffer would be reallocated at once.
+        # The slots copied past a row's length are zeros or stale keys, never read unmasked.
+        hi = min(self.capacity, max((self.lengths[i] for i in idx), default=0) + _SELECT_SLACK)
         t = torch.as_tensor(idx, dtype=torch.long, device=self.k.device)
         return KVCache(self.k[:, :, :hi].index_select(0, t), self.v[:, :, :hi].index_select(0, t),
                        tuple(self.lengths[i] for i in idx))
@@ -89,6 +93,18 @@ class KVCache(State):
                 raise StateError(f"cannot truncate row {b} of length {old} to {n}: "
                                  "a cache can only rewind to a length between 0 and its own")
         return dataclasses.replace(self, lengths=new)
+
+    def keep(self, start: Sequence[int], index: Sequence[Sequence[int]]) -> "KVCache":
+        """Keep, per row b, only entries ``start[b] + index[b][i]`` past ``start[b]``, moved to
+        ``start[b] + i`` (tree verification keeps the accepted path). Writes into this buffer
+        past ``start``, so only states that end at or before ``start`` stay valid beside it."""
+        k, v = self.k, self.v
+        for b, (s0, idx) in enumerate(zip(start, index)):
+            if list(idx) != list(range(len(idx))):
+                pos = torch.as_tensor([s0 + i for i in idx], device=k.device)
+                k[b, :, s0:s0 + len(idx)] = k[b, :, pos]
+                v[b, :, s0:s0 + len(idx)] = v[b, :, pos]
+        return KVCache(k, v, tuple(s0 + len(idx) for s0, idx in zip(start, index)))
 
     @classmethod
     def cat(cls, states: Sequence["KVCache"]) -> "KVCache":
@@ -182,6 +198,35 @@ class Attention(Mixer):
             y = self._sdpa(q, new_state.k[:, :, lo:hi], new_state.v[:, :, lo:hi], mask, is_causal=False)
         y = y.transpose(1, 2).reshape(B, T, self.dim)
         return self.o_proj(y), new_state
+
+    def mix_tree(self, x: Tensor, state: KVCache, depth: Tensor, visible: Tensor
+                 ) -> tuple[Tensor, KVCache]:
+        """Tree attention: ``x (B, T, D)`` holds the nodes of a token tree after each cached row.
+
+        depth: (B, T) each node's depth (its position is the row's length + depth);
+        visible: (B, T, T) bool, node t sees node s (its ancestors and itself). Every node sees
+        the whole cache. The new state holds all T nodes; ``KVCache.keep`` then keeps a path.
+        """
+        if self.cfg.window is not None:
+            raise ValueError("tree attention does not support a sliding window")
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        lens = torch.tensor(state.lengths, device=x.device)
+        if self.cfg.rotary:
+            cos, sin = rotary_angles(lens[:, None] + depth, self.head_dim, self.cfg.rope_theta,
+                                     dtype=q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        new_state = self._append(state, k, v)
+        hi = max(state.lengths) + T
+        rel = torch.arange(hi, device=x.device)[None] - lens[:, None]          # (B, hi)
+        new = (rel >= 0) & (rel < T)
+        seen = visible.gather(2, rel.clamp(0, T - 1)[:, None, :].expand(B, T, hi))
+        mask = (rel < 0)[:, None, :] | (seen & new[:, None, :])                # (B, T, hi)
+        y = self._sdpa(q, new_state.k[:, :, :hi], new_state.v[:, :, :hi], mask[:, None],
+                       is_causal=False)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.dim)), new_state
 
     def _sdpa(self, q, k, v, mask, is_causal):
         if self.kv_heads != self.heads and not _TORCH_HAS_GQA:

@@ -119,6 +119,10 @@ class LMState(State):
                              "recurrent. Keep the earlier state (a snapshot) and recompute instead.")
         return LMState(tuple(s.truncate(length) for s in self.layers))
 
+    def keep(self, start, index) -> "LMState":
+        """Per row, keep the entries ``start[b] + index[b]`` (attention caches only)."""
+        return LMState(tuple(s.keep(start, index) for s in self.layers))
+
     @classmethod
     def cat(cls, states: Sequence["LMState"]) -> "LMState":
         if not states:
@@ -141,6 +145,13 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         h, state = self.mixer.mix(self.mixer_norm(x), state)
+        x = x + h
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
+
+    def forward_tree(self, x: Tensor, state: State, depth: Tensor, visible: Tensor):
+        h, state = self.mixer.mix_tree(self.mixer_norm(x), state, depth, visible)
         x = x + h
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
@@ -198,6 +209,20 @@ class LM(nn.Module):
             ValueError: tokens of the wrong rank, dtype or range.
             StateError: a state from another model or of another batch size.
         """
+        hidden, state = self.features(tokens, state)
+        return self.head(hidden), state
+
+    def features(self, tokens: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
+        """The parallel face without the head: ``hidden: (B, T, dim)`` after the final norm.
+
+        ``self.head(hidden)`` gives ``forward``'s logits. Applying the head only
+        at the positions that matter (the scored tokens of a probe, the last
+        token of a prompt) skips most of a large vocabulary's matmul.
+
+        Example:
+            >>> hidden, state = model.features(tokens)
+            >>> logits = model.head(hidden[targets != -100])     # (N, vocab)
+        """
         self._check_tokens(tokens, rank=2)
         layer_states = self._check_state(state, tokens.shape[0])
         x = self.embed(tokens)
@@ -205,7 +230,7 @@ class LM(nn.Module):
         for block, s in zip(self.blocks, layer_states):
             x, s = block(x, s)
             new.append(s)
-        return self.head(self.norm(x)), LMState(tuple(new))
+        return self.norm(x), LMState(tuple(new))
 
     def step(self, token: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """Recurrent face: ``token: (B,)`` -> ``logits: (B, vocab)`` and the new state."""
@@ -215,6 +240,31 @@ class LM(nn.Module):
         new = []
         for block, s in zip(self.blocks, layer_states):
             x, s = block.step(x, s)
+            new.append(s)
+        return self.head(self.norm(x)), LMState(tuple(new))
+
+    @property
+    def supports_tree(self) -> bool:
+        """Whether ``forward_tree`` works: every layer is attention without a window."""
+        return all(hasattr(b.mixer, "mix_tree") and getattr(b.mixer.cfg, "window", None) is None
+                   for b in self.blocks)
+
+    def forward_tree(self, tokens: Tensor, state: LMState, depth: Tensor, visible: Tensor
+                     ) -> tuple[Tensor, LMState]:
+        """Score a token tree per row in one call (tree attention; see ``Attention.mix_tree``).
+
+        tokens, depth: (B, T); visible: (B, T, T) ancestor-or-self. Returns logits (B, T, vocab)
+        and a state holding every node; keep one path with ``LMState.keep``.
+        """
+        if not self.supports_tree:
+            raise ValueError("forward_tree needs a model whose every layer is attention without "
+                             "a window; verify trees as batch rows instead")
+        self._check_tokens(tokens, rank=2)
+        layer_states = self._check_state(state, tokens.shape[0])
+        x = self.embed(tokens)
+        new = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block.forward_tree(x, s, depth, visible)
             new.append(s)
         return self.head(self.norm(x)), LMState(tuple(new))
 

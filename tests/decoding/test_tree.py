@@ -14,15 +14,19 @@ SHAPES = [{"branching": (2, 2, 1)}, {"branching": (3,)}, {"beam_width": 3, "dept
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("target", list(PATTERNS))
+@pytest.mark.parametrize("target", list(PATTERNS) + ["attention-rows"])
 def test_greedy_equals_plain_greedy(target, shape):
+    rows = target.endswith("-rows")
+    target = target.removesuffix("-rows")
     m = model_of(PATTERNS[target])
     draft_kind = {"attention": "recurrent", "recurrent": "hybrid", "hybrid": "attention"}[target]
     plain = generate(m, PROMPTS, "greedy", max_new_tokens=13).tokens
     for d in (model_of(DRAFTS[target], seed=1), model_of(DRAFTS[draft_kind], seed=2)):
-        out = generate(m, PROMPTS, "tree", max_new_tokens=13, temperature=0, draft=d, **shape)
+        out = generate(m, PROMPTS, "tree", max_new_tokens=13, temperature=0, draft=d, **shape,
+                       **({"tree_attention": False} if rows else {}))
         assert out.tokens == plain
         st = out.stats
+        assert st["tree_attention"] == (target == "attention" and not rows)
         assert st["target_calls"] == len(PROMPTS) + st["verify_calls"] + st["recompute_calls"]
         assert st["draft_tokens"] > 0
 
@@ -93,6 +97,7 @@ def _chi2(out_tokens, exact, n):
     ("attention", "recurrent", {"temperature": 0.7, "top_k": 3}, {"branching": (3, 1)}),
     ("recurrent", "attention", {"temperature": 0.7}, {"beam_width": 3, "depth": 2}),
     ("attention", "hybrid", {"top_p": 0.9}, {"beam_width": 2, "depth": 3}),
+    ("attention", "recurrent", {}, {"branching": (2, 2), "tree_attention": False}),
 ])
 def test_sampling_is_lossless(target, draft, opts, shape):
     V, steps, n = 4, 3, 3000
@@ -105,6 +110,18 @@ def test_sampling_is_lossless(target, draft, opts, shape):
     assert rejected > n // 10  # the draft differs: the recursive rejection is exercised
     chi2, dof = _chi2(out.tokens, exact, n)
     assert chi2 < _chi2_critical(dof), (chi2, dof)
+
+
+def test_tree_attention_equals_branches_as_rows():
+    """Same logits at every node either way: the trees' outputs agree draw for draw."""
+    m = model_of(PATTERNS["attention"])
+    d = model_of(DRAFTS["recurrent"], seed=4)
+    for shape in SHAPES:
+        a = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, **shape)
+        b = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, tree_attention=False, **shape)
+        assert a.tokens == b.tokens and a.stats["accepted"] == b.stats["accepted"]
+    with pytest.raises(ConfigError, match="tree_attention=True needs"):
+        generate(model_of(PATTERNS["hybrid"]), [[1]], "tree", 4, draft=d, tree_attention=True)
 
 
 def test_errors():

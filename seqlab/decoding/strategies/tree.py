@@ -20,9 +20,12 @@ if every sibling is rejected, draw the next token from what is left of p.
 Because siblings are a sample without replacement from q, the accepted token
 has exactly the target's distribution, so sampling is lossless.
 
-Verification lays the branches out as batch rows (one row per leaf), which works
-for every model: attention, recurrent and hybrid states are copied per row with
-``select`` and rolled back exactly as in chain speculative decoding.
+Verification is one target call either way. An attention-only target scores the
+whole tree as one row with tree attention (each node sees the cache, its
+ancestors and itself; SpecInfer, Miao et al. 2024), then its cache keeps only the
+accepted path. Any other target (recurrent, hybrid) gets the branches laid out as
+batch rows, one per leaf, its state copied per row with ``select`` and rolled back
+exactly as in chain speculative decoding.
 """
 
 from __future__ import annotations
@@ -107,27 +110,36 @@ def _check_shape(branching, beam_width, depth):
 @torch.no_grad()
 def tree(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
          generator=None, draft=None, branching=None, beam_width: int | None = None,
-         depth: int | None = None) -> GenerateOutput:
+         depth: int | None = None, tree_attention: bool | None = None) -> GenerateOutput:
     """Tree speculative decoding; options ``draft`` and either ``branching`` (default (2, 2, 1,
-    1)) or ``beam_width`` with ``depth`` (the stochastic-beam tree)."""
+    1)) or ``beam_width`` with ``depth`` (the stochastic-beam tree). ``tree_attention``: verify
+    the tree as one row with tree attention (default: whenever the target is attention-only)
+    or, False, as one batch row per leaf."""
     check_draft(model, draft, "tree")
     shape = _check_shape(branching, beam_width, depth)
+    supported = getattr(model, "supports_tree", False)
+    if tree_attention and not supported:
+        raise ConfigError("tree_attention=True needs a target whose every layer is attention "
+                          "without a window; leave it unset to verify branches as batch rows")
+    tree_attention = supported if tree_attention is None else bool(tree_attention)
     was_training = draft.training
     draft.eval()
     try:
-        return _Run(model, draft, sampling, generator, shape, beam_width, depth).go(
+        return _Run(model, draft, sampling, generator, shape, beam_width, depth, tree_attention).go(
             rows, max_new_tokens, stopper, on_token)
     finally:
         draft.train(was_training)
 
 
 class _Run:
-    def __init__(self, model, draft, sampling, generator, branching, beam_width, depth):
+    def __init__(self, model, draft, sampling, generator, branching, beam_width, depth,
+                 tree_attention):
         self.model, self.draft, self.sampling, self.gen = model, draft, sampling, generator
+        self.tree_attention = tree_attention
         self.branching, self.beam_width = branching, beam_width
         self.depth = len(branching) if branching is not None else depth
         self.V = model.cfg.vocab_size
-        self.stats = {"strategy": "tree", "target_calls": 0, "verify_calls": 0,
+        self.stats = {"strategy": "tree", "tree_attention": tree_attention, "target_calls": 0, "verify_calls": 0,
                       "recompute_calls": 0, "draft_calls": 0, "draft_tokens": 0, "accepted": []}
         if branching is not None:
             self.stats["branching"] = list(branching)
@@ -261,49 +273,53 @@ class _Run:
             self._g = torch.zeros(R, 1, dtype=torch.float64, device=device)  # beam: root's Gumbel
             if depth:
                 levels, qs, dstates = self.grow(last, dstate, depth)
-                paths = self.leaves(levels)
+                paths = None if self.tree_attention else self.leaves(levels)
             else:
                 levels, qs, paths = [], [], [[[]] for _ in range(R)]
                 lg, s = draft.step(last, dstate)
                 stats["draft_calls"] += 1
                 dstates = [s]
 
-            # -- verify every leaf path as one batch row ----------------------------------
+            # -- verify the whole tree in one target call ------------------------------------
             tok_l = [lv.tokens.tolist() for lv in levels]
-            seq_rows, owner = [], []
-            for r in range(R):
-                for path in paths[r]:
-                    toks = [tok_l[d][r][j] for d, j in path]
-                    seq_rows.append([int(last[r])] + toks + [0] * (depth - len(toks)))
-                    owner.append(r)
-            seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
-            t_logits, verified = model(seq, tstate.select(owner))
+            if self.tree_attention:
+                where, t_logits, verified = self.verify_tree(last, levels, tstate)
+            else:
+                where, t_logits, verified, seq_rows = self.verify_rows(last, levels, paths, tok_l,
+                                                                       tstate, depth)
             stats["target_calls"] += 1
             stats["verify_calls"] += 1
 
             # -- walk each row's tree: accept down a path, then one token of the target ----
-            counts, nxt, chosen = [], [], []
-            row0 = 0
+            counts, nxt, accepted = [], [], []
             for r in range(R):
-                n_acc, token, leaf = self.accept(r, paths[r], row0, t_logits, tok_l, levels, qs)
-                counts.append(n_acc)
+                path, token = self.accept(r, where[r], t_logits, tok_l, levels, qs)
+                counts.append(len(path))
                 nxt.append(token)
-                chosen.append(leaf)
-                row0 += len(paths[r])
+                accepted.append(path)
             stats["accepted"].append(counts)
 
             keep = []
             for i, b in enumerate(active):
-                toks = seq_rows[chosen[i]][1:counts[i] + 1] + [nxt[i]]
+                toks = [tok_l[d][i][j] for d, j in accepted[i]] + [nxt[i]]
                 if not any(emit(b, t) for t in toks):  # any() stops at the finishing token
                     keep.append(i)
             if not keep:
                 break
 
             # -- states: both cover last + the accepted path ----------------------------------
-            tstate, new_fed = roll_back(model, seq[chosen], tstate, verified.select(chosen),
-                                        counts, fed, stats)
-            dstate = self._draft_state(counts, chosen, paths, seq, levels, dstates, R)
+            if self.tree_attention:
+                offsets = self._offsets(levels)
+                tstate = verified.keep(fed, [[0] + [1 + offsets[d] + j for d, j in path]
+                                             for path in accepted])
+                new_fed = [f + n + 1 for f, n in zip(fed, counts)]
+            else:
+                chosen = [where[r][accepted[r][-1] if accepted[r] else (-1, 0)][0]
+                          for r in range(R)]
+                seq = torch.tensor(seq_rows, dtype=torch.long, device=device)[chosen]
+                tstate, new_fed = roll_back(model, seq, tstate, verified.select(chosen), counts,
+                                            fed, stats)
+            dstate = self._draft_state(accepted, last, tok_l, levels, dstates, R)
             last = torch.tensor(nxt, dtype=torch.long, device=device)
             fed = new_fed
             if len(keep) < R:
@@ -313,22 +329,70 @@ class _Run:
                 tstate, dstate = tstate.select(keep), dstate.select(keep)
         return finish_stats(out, stats, elapsed)
 
-    def accept(self, r, paths, row0, t_logits, tok_l, levels, qs):
-        """Recursive rejection down row r's tree; returns (accepted count, next token, the
-        verification row holding the accepted path)."""
+    # -- the two ways to verify ------------------------------------------------------------
+    @staticmethod
+    def _offsets(levels: list[Level]) -> list[int]:
+        """Index of each level's first node among all nodes in level order."""
+        out, n = [], 0
+        for lv in levels:
+            out.append(n)
+            n += lv.tokens.shape[1]
+        return out
+
+    def verify_tree(self, last: Tensor, levels: list[Level], tstate):
+        """One row per sequence: ``last`` then every node in level order, with tree attention
+        (each node sees the cache, its ancestors and itself)."""
+        R, device = last.shape[0], last.device
+        offsets = self._offsets(levels)
+        N = 1 + sum(lv.tokens.shape[1] for lv in levels)
+        tokens = torch.cat([last[:, None]] + [lv.tokens for lv in levels], 1)
+        depth = torch.cat([torch.zeros(R, 1, dtype=torch.long, device=device)]
+                          + [torch.full_like(lv.tokens, d + 1) for d, lv in enumerate(levels)], 1)
+        visible = torch.zeros(R, N, N, dtype=torch.bool, device=device)
+        visible[:, 0, 0] = True
+        for d, lv in enumerate(levels):
+            first = 1 + offsets[d]
+            parent_rows = (1 + offsets[d - 1] if d else 0) + lv.parent  # (R, n) flat parent index
+            rows = visible.gather(1, parent_rows[..., None].expand(-1, -1, N))
+            idx = torch.arange(first, first + lv.tokens.shape[1], device=device)
+            rows[:, torch.arange(len(idx), device=device), idx] = True
+            visible[:, first:first + len(idx)] = rows
+        t_logits, verified = self.model.forward_tree(tokens, tstate, depth, visible)
+        where = [{(-1, 0): (r, 0), **{(d, j): (r, 1 + offsets[d] + j) for d, lv in enumerate(levels)
+                                      for j in range(lv.tokens.shape[1])}} for r in range(R)]
+        return where, t_logits, verified
+
+    def verify_rows(self, last, levels, paths, tok_l, tstate, depth):
+        """One batch row per leaf path (works for every model, recurrent ones included)."""
+        device = last.device
+        seq_rows, owner, where = [], [], []
+        for r in range(len(paths)):
+            w = {(-1, 0): (len(seq_rows), 0)}
+            for path in paths[r]:
+                for pos, node in enumerate(path, start=1):
+                    w.setdefault(node, (len(seq_rows), pos))
+                toks = [tok_l[d][r][j] for d, j in path]
+                seq_rows.append([int(last[r])] + toks + [0] * (depth - len(toks)))
+                owner.append(r)
+            where.append(w)
+        seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
+        t_logits, verified = self.model(seq, tstate.select(owner))
+        return where, t_logits, verified, seq_rows
+
+    def accept(self, r, where, t_logits, tok_l, levels, qs):
+        """Recursive rejection down row r's tree; returns (the accepted nodes, next token).
+
+        ``where`` maps a node (level, index; the root is (-1, 0)) to the place of its target
+        logits (row, position) in ``t_logits``.
+        """
         sampling, gen = self.sampling, self.gen
-        # where each node's target logits are: (verification row, position)
-        where = {(-1, 0): (row0, 0)}
-        for i, path in enumerate(paths):
-            for pos, node in enumerate(path, start=1):
-                where.setdefault(node, (row0 + i, pos))
         children: dict[tuple[int, int], list[int]] = {}
         for d, lv in enumerate(levels):
             par, ok = lv.parent[r].tolist(), lv.valid[r].tolist()
             for j in range(len(par)):
                 if ok[j]:
                     children.setdefault((d - 1, par[j] if d else 0), []).append(j)
-        node, n_acc = (-1, 0), 0
+        node, path = (-1, 0), []
         while True:
             row, pos = where[node]
             logits = t_logits[row, pos][None]
@@ -338,8 +402,9 @@ class _Run:
                 best = int(logits.argmax())
                 hit = next((j for j in kids if tok_l[d][r][j] == best), None)
                 if hit is None:
-                    return n_acc, best, row
-                node, n_acc = (d, hit), n_acc + 1
+                    return path, best
+                node = (d, hit)
+                path.append(node)
                 continue
             p = probabilities(logits, sampling)[0].double()
             q = qs[d][r, node[1] if d else 0].clone() if kids else None
@@ -354,35 +419,25 @@ class _Run:
                 q[x] = 0
                 q = q / q.sum() if q.sum() > 0 else q
             if accepted is None:
-                return n_acc, int(torch.multinomial(p.float(), 1, generator=gen)), row
-            node, n_acc = (d, accepted), n_acc + 1
-            if node not in where:  # pragma: no cover - every valid node lies on a leaf path
-                raise RuntimeError("tree node without a verification row")
+                return path, int(torch.multinomial(p.float(), 1, generator=gen))
+            node = (d, accepted)
+            path.append(node)
 
-    def _draft_state(self, counts, chosen, paths, seq, levels, dstates, R):
+    def _draft_state(self, accepted, last, tok_l, levels, dstates, R):
         """The draft state covering last + each row's accepted path."""
         parts = []
+        counts = [len(p) for p in accepted]
         for n, idx in _groups(counts).items():
-            if n < len(dstates):
-                flat = []
-                for r in idx:
-                    if n == 0:
-                        flat.append(r)
-                        continue
-                    # the accepted node at depth n is on the chosen leaf's path
-                    j = self._node_on_chosen(r, n, chosen, paths)
-                    flat.append(r * levels[n - 1].tokens.shape[1] + j)
+            if n < len(dstates):  # dstates[n]: after the depth-n nodes, rows r * n_nodes + j
+                width = levels[n - 1].tokens.shape[1] if n else 1
+                flat = [r * width + (accepted[r][-1][1] if n else 0) for r in idx]
                 parts.append((idx, dstates[n].select(flat)))
             else:  # accepted a full-depth leaf: the draft has not seen it yet
-                prev = [r * levels[n - 2].tokens.shape[1] + self._node_on_chosen(r, n - 1, chosen, paths)
-                        if n >= 2 else r for r in idx]
-                _, s = self.draft.step(seq[[chosen[r] for r in idx], n], dstates[n - 1].select(prev))
+                width = levels[n - 2].tokens.shape[1] if n >= 2 else 1
+                prev = [r * width + (accepted[r][-2][1] if n >= 2 else 0) for r in idx]
+                leaf = torch.tensor([tok_l[n - 1][r][accepted[r][-1][1]] for r in idx],
+                                    device=last.device)
+                _, s = self.draft.step(leaf, dstates[n - 1].select(prev))
                 self.stats["draft_calls"] += 1
                 parts.append((idx, s))
         return _combine(parts, R)
-
-    @staticmethod
-    def _node_on_chosen(r, n, chosen, paths):
-        row0 = sum(len(p) for p in paths[:r])
-        return paths[r][chosen[r] - row0][n - 1][1]
-
