@@ -100,6 +100,8 @@ def seqlab_configs(draft, self_draft: bool):
              {"draft": draft, "branching": (2, 1, 1)}, False),
             ("budget 8", f"tree ({tag}), beam 2 x 3", "tree",
              {"draft": draft, "beam_width": 2, "depth": 3}, False),
+            ("budget 8", f"tree ({tag}), branching 1,1,1,1,1,2", "tree",
+             {"draft": draft, "branching": (1, 1, 1, 1, 1, 2)}, False),
         ]
     runs += [("budget 8", "prompt-lookup, 7 tokens", "prompt-lookup", {"num_draft": BUDGET - 1},
               False),
@@ -237,7 +239,7 @@ def setting_smollm2(args):
         for B in args.batches:
             prompts = prompts_all[:B]
             setting = f"smollm2 {kind}"
-            ours = run_seqlab(target, prompts, args.new_tokens, seqlab_configs(draft, True)[:-4],
+            ours = run_seqlab(target, prompts, args.new_tokens, [c for c in seqlab_configs(draft, True) if c[0] != "sampling"],
                               setting, B, args.reps)
             rows += ours + run_hf(hf, prompts, args.new_tokens, setting, B, args.reps,
                                   ours[0]["tokens"], ours[0]["tokens_s"], early_exit=keep,
@@ -267,7 +269,9 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["pair", "smollm2"], choices=["pair", "smollm2"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--prompt-bytes", type=int, default=384, help="pair: prompt length in bytes")
+    ap.add_argument("--prompt-bytes", type=int, default=128,
+                    help="pair: prompt length in bytes (prompt + new tokens stay within the 256 "
+                    "bytes the pair was trained on: rotary attention does not extrapolate)")
     ap.add_argument("--prompt-tokens", type=int, default=160, help="smollm2: prompt length in tokens")
     ap.add_argument("--self-draft-layers", type=int, default=8,
                     help="smollm2: layers of the target the self-draft keeps (of 30)")
@@ -277,14 +281,15 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     rows = []
-    for setting in args.settings:
-        rows += {"pair": setting_pair, "smollm2": setting_smollm2}[setting](args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as fh:
-        for r in rows:
-            fh.write(json.dumps({"benchmark": "decoding", "new_tokens": args.new_tokens,
-                                 **{k: v for k, v in r.items() if k != "tokens"}}) + "\n")
+    for setting in args.settings:  # written per setting: a stopped run keeps what it measured
+        done = {"pair": setting_pair, "smollm2": setting_smollm2}[setting](args)
+        with out.open("a") as fh:
+            for r in done:
+                fh.write(json.dumps({"benchmark": "decoding", "new_tokens": args.new_tokens,
+                                     **{k: v for k, v in r.items() if k != "tokens"}}) + "\n")
+        rows += done
     print_tables(rows)
 
 
