@@ -6,6 +6,7 @@
     seqlab info CKPT
     seqlab demo
     seqlab mixers
+    seqlab bench run PROBE --mixers a,b --dims 32,64 [--lengths ...] | report RESULTS
 """
 
 from __future__ import annotations
@@ -349,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("mixers", help="list the registered mixers, their costs and options")
     m.set_defaults(fn=_cmd_mixers)
+
+    from seqlab.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)  # seqlab bench run|report|probes; the logic lives in seqlab/bench/cli.py
     return p
 
 

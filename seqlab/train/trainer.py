@@ -112,7 +112,7 @@ def evaluate(model: LM, corpus: Corpus, seq_len: int, max_tokens: int, batch_siz
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size].to(device)
         x, y = chunk[:, :-1], chunk[:, 1:]
-        with _autocast(device, amp):
+        with autocast_context(device, amp):
             logits, _ = model(x)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
                               reduction="none")
@@ -127,7 +127,8 @@ def evaluate(model: LM, corpus: Corpus, seq_len: int, max_tokens: int, batch_siz
             "tokens_per_s": tokens / max(elapsed, 1e-9) * info.world}
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or no-op when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -289,7 +290,7 @@ class Trainer:
                     x, y = x.to(self.device), y.to(self.device)
                     sync = m == cfg.grad_accum - 1 or not info.enabled
                     with (contextlib.nullcontext() if sync else self.forward.no_sync()):
-                        with _autocast(self.device, self.amp):
+                        with autocast_context(self.device, self.amp):
                             logits, _ = self.forward(x)
                         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                y.reshape(-1))

@@ -1,0 +1,168 @@
+"""Train and evaluate one model on one probe.
+
+This is a compact loop beside :class:`seqlab.train.Trainer`, built from the
+trainer's own pieces (``make_optimizer``, ``lr_at``, ``autocast_dtype``,
+``autocast_context``) rather than a second copy of them. The Trainer is built
+around a text corpus (tokenizer files in checkpoints, bits-per-byte
+evaluation, resume checks against an LM config) and its checkpoints know only
+LMs; a sweep cell lasts seconds to minutes, is restarted rather than resumed
+(the results file is the unit of resume), and may be a classifier.
+
+Speed: for kind "lm" the vocabulary head runs only at the scored positions.
+A probe such as MQAR scores 16 of 256 positions, so with a vocabulary of 8192
+this skips ~94% of the largest matmul and never materialises a
+``(B, L, V)`` logits tensor (2 GiB at batch 256).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.config import Config, require
+from seqlab.tasks.probes import IGNORE, Probe, ProbeBatch
+from seqlab.train.trainer import autocast_context, autocast_dtype, lr_at, make_optimizer
+
+
+@dataclass(frozen=True)
+class ProbeTrainConfig(Config):
+    """Optimisation and evaluation options of one sweep cell.
+
+    The optimiser fields mean what they mean in :class:`seqlab.train.TrainConfig`
+    (AdamW, linear warm-up then cosine decay to ``lr * min_lr_ratio``); the
+    sequence length comes from the probe.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0          # 0 disables clipping
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    eval_batches: int = 16          # test batches scored at each length
+    eval_batch_size: int = 64
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size"):
+            require(getattr(self, name) > 0, self, name, "a positive int")
+        require(self.warmup >= 0, self, "warmup", "an int >= 0")
+        require(self.lr > 0, self, "lr", "a positive number")
+        require(0 <= self.min_lr_ratio <= 1, self, "min_lr_ratio", "a number in [0, 1]")
+        require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
+        require(0 <= self.beta1 < 1, self, "beta1", "a number in [0, 1)")
+        require(0 <= self.beta2 < 1, self, "beta2", "a number in [0, 1)")
+        require(self.grad_clip >= 0, self, "grad_clip", "a number >= 0 (0 disables)")
+
+
+@dataclass
+class FitResult:
+    status: Literal["ok", "nan"]
+    steps: int                                  # optimizer steps completed
+    losses: list[float] = field(default_factory=list)
+    train_s: float = 0.0
+    message: str = ""
+
+
+def scored_logits(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Logits ``(N, vocab)`` at the positions where ``targets != IGNORE``, in row-major order.
+
+    Equal to ``model(inputs)[0][targets != IGNORE]`` without computing the rest.
+
+    Example:
+        >>> logits = scored_logits(lm, batch.inputs, batch.targets)
+        >>> loss = F.cross_entropy(logits, batch.targets[batch.targets != IGNORE])
+    """
+    hidden, _ = model.features(inputs)                     # (B, L, D)
+    return model.head(hidden[targets != IGNORE])           # (N, V)
+
+
+def probe_outputs(model: nn.Module, probe: Probe, batch: ProbeBatch) -> Tensor:
+    """What ``probe.score`` reads: scored-position logits (kind "lm") or class logits."""
+    if probe.kind == "lm":
+        return scored_logits(model, batch.inputs, batch.targets)
+    return model(batch.inputs)
+
+
+def probe_loss(model: nn.Module, probe: Probe, batch: ProbeBatch) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy over the scored positions (or sequences), and the outputs."""
+    out = probe_outputs(model, probe, batch)
+    targets = batch.targets[batch.targets != IGNORE] if probe.kind == "lm" else batch.targets
+    return F.cross_entropy(out.float(), targets), out
+
+
+def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: int = 0,
+              device: torch.device | str = "cpu",
+              on_step: Callable[[int, float], bool | None] | None = None) -> FitResult:
+    """Train ``model`` (already on ``device``) on ``probe``'s train split for ``cfg.steps`` steps.
+
+    Batch ``s`` is ``probe.batch("train", s, cfg.batch_size, seed)``, so two runs
+    with the same seed see the same data. A loss or gradient norm that is not
+    finite stops training with status "nan" (the sweep records it and moves on).
+
+    Args:
+        on_step: called after each optimizer step with (steps done, loss); returning True
+            stops training there (status "ok"), e.g. once a target accuracy is reached.
+    """
+    device = torch.device(device)
+    amp = autocast_dtype(cfg, device)
+    opt = make_optimizer(model, cfg)
+    result = FitResult(status="ok", steps=0)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        batch = probe.batch("train", step, cfg.batch_size, seed).to(device)
+        with autocast_context(device, amp):
+            loss, _ = probe_loss(model, probe, batch)
+        loss.backward()
+        loss_val = loss.item()
+        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                 if cfg.grad_clip > 0 else None)
+        if not math.isfinite(loss_val) or (gnorm is not None and not torch.isfinite(gnorm)):
+            what = f"loss is {loss_val}" if not math.isfinite(loss_val) else "gradient norm is not finite"
+            result.status = "nan"
+            result.message = f"{what} at step {step + 1}; try a lower lr or grad_clip"
+            opt.zero_grad(set_to_none=True)
+            break
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        result.steps = step + 1
+        result.losses.append(loss_val)
+        if on_step is not None and on_step(step + 1, loss_val):
+            break
+    result.train_s = time.perf_counter() - t0
+    return result
+
+
+@torch.no_grad()
+def evaluate_probe(model: nn.Module, probe: Probe, *, batches: int, batch_size: int, seed: int = 0,
+                   device: torch.device | str = "cpu", amp: torch.dtype | None = None) -> dict[str, float]:
+    """``probe.metrics`` of the summed ``probe.score`` over test batches ``0 .. batches-1``.
+
+    Scores are sums and counts divided once at the end, so every scored position
+    (or sequence) weighs the same, however many fall in each batch.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    for i in range(batches):
+        batch = probe.batch("test", i, batch_size, seed).to(device)
+        with autocast_context(device, amp):
+            out = probe_outputs(model, probe, batch)
+        for k, v in probe.score(out.float(), batch).items():
+            totals[k] = totals.get(k, 0.0) + v
+    model.train(was_training)
+    return probe.metrics(totals)

@@ -1,0 +1,170 @@
+"""Render a results file: a markdown table (one row per cell) and PNG plots per probe.
+
+Plots, per probe: accuracy at the trained length against model dimension,
+one line per mixer (a panel per training length); and accuracy against test
+length, one line per mixer (a panel per dimension). Points average the seeds;
+with several seeds a bar spans their min and max. Matplotlib draws through
+its Agg canvas directly, so no global backend is switched and no display is
+needed.
+
+Example:
+    >>> files = write_report("runs/bench/mqar.jsonl", "runs/bench/mqar-report")
+    >>> files.markdown, files.plots
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqlab.bench.results import BenchError, read_results
+
+
+@dataclass
+class ReportFiles:
+    markdown: Path
+    plots: list[Path] = field(default_factory=list)
+    skipped_lines: list[int] = field(default_factory=list)
+
+
+def _accuracy_at(record: dict, length: int) -> float | None:
+    for e in record.get("by_length", []):
+        if e.get("seq_len") == length and "accuracy" in e:
+            return e["accuracy"]
+    return None
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One row per cell: config, status, accuracy at each length, size and time."""
+    lengths = sorted({e["seq_len"] for r in records for e in r.get("by_length", [])})
+    head = (["mixer", "dim", "layers", "train len", "seed", "status"]
+            + [f"acc @{n}" for n in lengths] + ["params", "state bytes", "train s"])
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = sorted(records, key=lambda r: (r["mixer"], r["dim"], r["seq_len"], r["seed"]))
+    for r in order:
+        cells = [r["mixer"], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), str(r["seed"]),
+                 r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message'][:60]}"]
+        cells += [_fmt(_accuracy_at(r, n), ".3f") for n in lengths]
+        cells += [_fmt(r.get("params"), ","), _fmt(r.get("state_bytes"), ","),
+                  _fmt(r.get("train_s"), ".1f")]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _series(points: dict) -> tuple[list, list, list, list]:
+    """x, mean, lower error, upper error from {x: [values over seeds]}."""
+    xs = sorted(points)
+    means = [sum(points[x]) / len(points[x]) for x in xs]
+    lo = [m - min(points[x]) for x, m in zip(xs, means)]
+    hi = [max(points[x]) - m for x, m in zip(xs, means)]
+    return xs, means, lo, hi
+
+
+def _figure(panels: dict, title: str, xlabel: str, path: Path) -> Path:
+    """panels: {(order, panel title, x to mark or None): {mixer: {x: [accuracies]}}} -> one PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = sorted(panels)
+    fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        _, panel_title, mark = key
+        for mixer in sorted(panels[key]):
+            xs, means, lo, hi = _series(panels[key][mixer])
+            ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=mixer)
+        if mark is not None:
+            ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({x for series in panels[key].values() for x in series})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.set_title(panel_title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _nested() -> dict:
+    return defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+
+
+def plot_accuracy_vs_dim(records: list[dict], path: Path) -> Path:
+    """Accuracy at the trained length against model dimension: a line per mixer, a panel per
+    training length."""
+    panels = _nested()
+    for r in records:
+        if r["status"] == "ok" and "accuracy" in r.get("metrics", {}):
+            key = (r["seq_len"], f"trained at length {r['seq_len']}", None)
+            panels[key][r["mixer"]][r["dim"]].append(r["metrics"]["accuracy"])
+    return _figure(panels, f"{records[0]['probe']}: accuracy vs model dimension", "model dimension",
+                   path)
+
+
+def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
+    """Accuracy against test length: a line per mixer, a panel per (dim, training length);
+    a dotted line marks the training length."""
+    panels = _nested()
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        key = ((r["dim"], r["seq_len"]), f"d={r['dim']}, trained at {r['seq_len']}", r["seq_len"])
+        for e in r.get("by_length", []):
+            if "accuracy" in e:
+                panels[key][r["mixer"]][e["seq_len"]].append(e["accuracy"])
+    return _figure(panels, f"{records[0]['probe']}: accuracy vs test length", "test length", path)
+
+
+def write_report(results: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
+    """Write ``report.md`` and the plots of every probe in ``results`` to ``out_dir``.
+
+    ``out_dir`` defaults to the results path without its suffix plus ``-report``.
+
+    Raises:
+        BenchError: the results file is missing or holds no cell.
+    """
+    results = Path(results)
+    data = read_results(results, must_exist=True)
+    records = data.latest()
+    if not records:
+        raise BenchError(f"{results} holds no results (of {len(data.bad_lines)} lines none could be "
+                         "read); run seqlab bench run PROBE --out FILE first")
+    out = Path(out_dir) if out_dir is not None else results.with_name(results.stem + "-report")
+    out.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(markdown=out / "report.md", skipped_lines=data.bad_lines)
+    by_probe: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_probe[r["probe"]].append(r)
+    parts = [f"# Probe results: {results.name}", "",
+             f"Made by `seqlab bench report {results}` from {len(records)} cells."]
+    commands = sorted({r["command"] for r in records if r.get("command")})
+    if commands:
+        parts += ["", "Sweeps:", *[f"    {c}" for c in commands]]
+    for probe, recs in sorted(by_probe.items()):
+        parts += ["", f"## {probe}", "", markdown_table(recs), ""]
+        # A test length the probe cannot take (e.g. too short for its layout) shows as "-"; say why.
+        why = sorted({(e["seq_len"], e["error"]) for r in recs for e in r.get("by_length", [])
+                      if "error" in e})
+        parts += [f"- length {n}: {msg}" for n, msg in why] + ([""] if why else [])
+        ok = [r for r in recs if r["status"] == "ok"]
+        if not ok:
+            parts.append("No cell finished, so there is nothing to plot.")
+            continue
+        dim_png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
+        len_png = plot_accuracy_vs_length(ok, out / f"{probe}-accuracy-vs-length.png")
+        files.plots += [dim_png, len_png]
+        parts += [f"![{probe}: accuracy vs model dimension]({dim_png.name})", "",
+                  f"![{probe}: accuracy vs test length]({len_png.name})"]
+    files.markdown.write_text("\n".join(parts) + "\n")
+    return files

@@ -1,0 +1,194 @@
+"""What a sweep runs: one validated config per cell, and the model each cell trains.
+
+A sweep is probe x mixer x dim x train length x seed (zoology style: a
+function returning a list of configs). A cell's config is the whole recipe:
+its canonical JSON is the key under which its result is stored, so a
+re-run skips exactly the cells whose recipe has not changed.
+
+Mixer specs name one registered mixer (``attention``), a layer pattern
+joined by ``+`` (``mamba+attention``, repeated up to the layer count), or
+``hybrid``, short for ``mamba+attention``: recurrent layers first, attention
+after, alternating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from torch import nn
+
+import seqlab.mixers as mixers
+from seqlab.bench.fit import ProbeTrainConfig
+from seqlab.config import Config, ConfigError, require
+from seqlab.models.classifier import ClassifierConfig, SequenceClassifier
+from seqlab.models.lm import LM, LMConfig
+from seqlab.tasks import probes
+from seqlab.tasks.probes import Probe
+
+PRESETS = {"hybrid": ("mamba", "attention")}
+_SET_BY_SWEEP = ("vocab_size", "dim", "layers")   # LMConfig fields a cell decides
+
+
+def layer_pattern(spec: str) -> tuple[str, ...]:
+    """The mixer names of one period of ``spec`` ("attention", "mamba+attention", "hybrid").
+
+    Raises:
+        ConfigError: an unknown mixer name.
+    """
+    pattern = PRESETS.get(spec) or tuple(p.strip() for p in spec.split("+"))
+    known = mixers.names()
+    for name in pattern:
+        if name not in known:
+            raise ConfigError(f"mixer {name!r} (in {spec!r}) is not registered; known mixers: "
+                              f"{', '.join(known)}, the preset {', '.join(PRESETS)} or a pattern "
+                              "such as mamba+attention")
+    return pattern
+
+
+@dataclass(frozen=True)
+class CellConfig(Config):
+    """One model trained on one probe with one seed.
+
+    Attributes:
+        probe: registered probe name; ``probe_params`` are its config fields
+            (``seq_len`` is the training length).
+        mixer: a mixer spec (see the module docstring); ``layers`` layers repeat it.
+        model: further LMConfig fields (``mixer_options``, ``mlp_hidden``, ...).
+        eval_lengths: test lengths besides the trained one (length extrapolation).
+    """
+
+    probe: str
+    mixer: str
+    dim: int
+    layers: int = 2
+    seed: int = 0
+    probe_params: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    train: ProbeTrainConfig = field(default_factory=ProbeTrainConfig)
+    eval_lengths: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        require(self.dim > 0, self, "dim", "a positive int")
+        require(self.seed >= 0, self, "seed", "an int >= 0")
+        require(all(n >= 2 for n in self.eval_lengths), self, "eval_lengths", "ints >= 2")
+        pattern = layer_pattern(self.mixer)
+        require(self.layers >= len(pattern), self, "layers",
+                f"at least {len(pattern)}, the length of the pattern {'+'.join(pattern)}")
+        taken = sorted(set(self.model) & set(_SET_BY_SWEEP))
+        if taken:
+            raise ConfigError(f"model options {taken} are set by the sweep (--mixers, --dims, "
+                              "--layers and the probe's vocabulary); remove them from --set")
+
+    @property
+    def key(self) -> str:
+        """A short, stable digest of the whole recipe."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.mixer} d={self.dim} L={self.build_probe().seq_len} seed={self.seed}"
+
+    def build_probe(self) -> Probe:
+        return probes.build(self.probe, **self.probe_params)
+
+    def lm_config(self, probe: Probe) -> LMConfig:
+        pattern = layer_pattern(self.mixer)
+        layers = tuple(pattern[i % len(pattern)] for i in range(self.layers))
+        options = _model_options_for(self.model, pattern)
+        return LMConfig.from_dict({**options, "vocab_size": probe.vocab_size, "dim": self.dim,
+                                   "layers": layers})
+
+
+def _model_options_for(model: dict, pattern: tuple[str, ...]) -> dict:
+    """``model`` without the options of mixers the pattern does not use.
+
+    One ``--set model.mixer_options.attention.heads=1`` must neither break the
+    cells without attention nor change their keys (and so re-run them).
+    """
+    options = dict(model)
+    given = options.pop("mixer_options", {})
+    if not isinstance(given, dict):
+        return model  # LMConfig names the problem
+    used = {k: v for k, v in given.items() if k in pattern}
+    return {**options, "mixer_options": used} if used else options
+
+
+def build_model(cell: CellConfig, probe: Probe) -> nn.Module:
+    """An LM (probe kind "lm") or a SequenceClassifier (kind "classify") for ``cell``."""
+    lm_cfg = cell.lm_config(probe)
+    if probe.kind == "lm":
+        return LM(lm_cfg)
+    if probe.num_classes is None:
+        raise ConfigError(f"probe {probe.name!r} is of kind 'classify' but has no num_classes")
+    return SequenceClassifier(ClassifierConfig(backbone=lm_cfg, num_classes=probe.num_classes))
+
+
+@dataclass(frozen=True)
+class SweepConfig(Config):
+    """The grid of a sweep; :meth:`cells` expands it.
+
+    ``train_lengths`` empty means the probe's own ``seq_len`` (from its
+    defaults or ``probe_params``).
+    """
+
+    probe: str
+    mixers: tuple[str, ...]
+    dims: tuple[int, ...]
+    seeds: tuple[int, ...] = (0,)
+    train_lengths: tuple[int, ...] = ()
+    test_lengths: tuple[int, ...] = ()
+    layers: int = 2
+    probe_params: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    train: ProbeTrainConfig = field(default_factory=ProbeTrainConfig)
+
+    def validate(self) -> None:
+        require(len(self.mixers) > 0, self, "mixers", "at least one mixer spec")
+        require(len(self.dims) > 0 and all(d > 0 for d in self.dims), self, "dims",
+                "one or more positive ints")
+        require(len(self.seeds) > 0 and all(s >= 0 for s in self.seeds), self, "seeds",
+                "one or more ints >= 0")
+        require(all(n >= 2 for n in self.train_lengths), self, "train_lengths", "ints >= 2")
+        require(all(n >= 2 for n in self.test_lengths), self, "test_lengths", "ints >= 2")
+        probes.get(self.probe)  # names the known probes when this one is not
+
+    def cells(self) -> list[CellConfig]:
+        """Every cell, mixer-major (the order the sweep runs them in)."""
+        lengths = self.train_lengths or (None,)
+        out = []
+        for mixer in self.mixers:
+            for dim in self.dims:
+                for length in lengths:
+                    params = dict(self.probe_params)
+                    if length is not None:
+                        params["seq_len"] = length
+                    # The resolved config, defaults included, so the cell key names the whole task.
+                    params = probes.build(self.probe, **params).cfg.to_dict()
+                    for seed in self.seeds:
+                        out.append(CellConfig(
+                            probe=self.probe, mixer=mixer, dim=dim, layers=self.layers, seed=seed,
+                            probe_params=params, train=self.train, eval_lengths=self.test_lengths,
+                            model=_model_options_for(self.model, layer_pattern(mixer))))
+        return out
+
+
+def check_cells(cells: list[CellConfig]) -> None:
+    """Build every distinct probe and model once, so that a bad option fails before training.
+
+    Raises:
+        ConfigError: naming the cell and the problem.
+    """
+    seen = set()
+    for cell in cells:
+        sig = json.dumps({**cell.to_dict(), "seed": 0}, sort_keys=True)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        try:
+            probe = cell.build_probe()
+            build_model(cell, probe)
+        except (ConfigError, ValueError) as e:
+            raise ConfigError(f"cell {cell.mixer} d={cell.dim}: {e}") from None

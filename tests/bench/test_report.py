@@ -1,0 +1,71 @@
+"""Reports: a markdown row per cell and PNG plots matplotlib can read back."""
+
+import json
+
+import matplotlib.image
+import pytest
+
+from seqlab.bench.report import markdown_table, write_report
+from seqlab.bench.results import BenchError
+
+
+def record(mixer, dim, seed, acc, *, status="ok", probe="p", lengths=(16, 32)):
+    by = [{"seq_len": n, "state_bytes": 4 * n, "accuracy": acc / (i + 1)} for i, n in enumerate(lengths)]
+    return {"key": f"{probe}-{mixer}-{dim}-{seed}", "probe": probe, "mixer": mixer, "dim": dim,
+            "layers": 2, "seed": seed, "seq_len": lengths[0], "status": status,
+            "message": "" if status == "ok" else "loss is nan at step 3",
+            "metrics": {"accuracy": acc} if status == "ok" else {},
+            "by_length": by if status == "ok" else [], "params": 1000 * dim, "state_bytes": 64,
+            "train_s": 1.5}
+
+
+@pytest.fixture
+def results(tmp_path):
+    recs = [record("attention", 16, 0, 0.5), record("attention", 16, 1, 0.7),
+            record("attention", 32, 0, 0.9), record("mamba", 16, 0, 0.2),
+            record("mamba", 32, 0, 0.0, status="nan"), record("x", 8, 0, 0.4, probe="q")]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
+    return path
+
+
+def test_report_writes_a_row_per_cell_and_readable_plots(results, tmp_path):
+    files = write_report(results, tmp_path / "rep")
+    text = files.markdown.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| mixer")]
+    assert len(rows) == 6
+    assert "| attention | 32 | 2 | 16 | 0 | ok | 0.900 | 0.450 | 32,000 | 64 | 1.5 |" in text
+    assert "| mamba | 32 | 2 | 16 | 0 | nan: loss is nan at step 3 | - | - |" in text
+    assert "## p" in text and "## q" in text
+    assert files.skipped_lines == [7]
+    assert sorted(p.name for p in files.plots) == [
+        "p-accuracy-vs-dim.png", "p-accuracy-vs-length.png", "q-accuracy-vs-dim.png",
+        "q-accuracy-vs-length.png"]
+    for png in files.plots:
+        img = matplotlib.image.imread(png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+        assert f"]({png.name})" in text
+
+
+def test_the_latest_record_of_a_cell_wins(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(record("a", 16, 0, 0.1, status="nan")) + "\n"
+                    + json.dumps(record("a", 16, 0, 0.8)) + "\n")
+    text = write_report(path).markdown.read_text()
+    assert (tmp_path / "r-report" / "report.md").is_file()
+    assert "0.800" in text and "nan:" not in text
+
+
+def test_table_columns_cover_every_test_length():
+    table = markdown_table([record("a", 8, 0, 1.0, lengths=(8,)), record("b", 8, 0, 1.0, lengths=(8, 64))])
+    head, _, a, b = table.splitlines()
+    assert "acc @8 | acc @64" in head
+    assert a.count("|") == b.count("|") == head.count("|")
+
+
+def test_missing_or_empty_results_are_named(tmp_path):
+    with pytest.raises(BenchError, match="does not exist; make one with seqlab bench run"):
+        write_report(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("garbage\n")
+    with pytest.raises(BenchError, match="holds no results"):
+        write_report(tmp_path / "empty.jsonl")

@@ -1,0 +1,77 @@
+"""Sweep grids, mixer specs, cell keys and the models cells build."""
+
+import pytest
+
+from seqlab.bench.fit import ProbeTrainConfig
+from seqlab.bench.sweep import CellConfig, SweepConfig, build_model, check_cells, layer_pattern
+from seqlab.config import ConfigError
+from seqlab.models.classifier import SequenceClassifier
+from seqlab.models.lm import LM
+
+
+def test_mixer_specs():
+    assert layer_pattern("attention") == ("attention",)
+    assert layer_pattern("lstm+attention") == ("lstm", "attention")
+    assert layer_pattern("hybrid") == ("mamba", "attention")
+    with pytest.raises(ConfigError, match="mixer 'attn' .* is not registered; known mixers: .*attention"):
+        layer_pattern("mamba+attn")
+
+
+def test_grid_covers_every_combination_with_resolved_probe_params():
+    sweep = SweepConfig(probe="test-copy-first", mixers=("attention", "hybrid"), dims=(16, 32),
+                        seeds=(0, 1), train_lengths=(8, 12), probe_params={"vocab": 6})
+    cells = sweep.cells()
+    assert len(cells) == 2 * 2 * 2 * 2
+    assert {(c.mixer, c.dim, c.probe_params["seq_len"], c.seed) for c in cells} == {
+        (m, d, n, s) for m in ("attention", "hybrid") for d in (16, 32) for n in (8, 12) for s in (0, 1)}
+    assert all(c.probe_params == {"seq_len": c.probe_params["seq_len"], "vocab": 6} for c in cells)
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_key_is_stable_and_changes_with_the_recipe():
+    a = CellConfig(probe="test-copy-first", mixer="attention", dim=16)
+    assert a.key == CellConfig(probe="test-copy-first", mixer="attention", dim=16).key
+    assert a.key != CellConfig(probe="test-copy-first", mixer="attention", dim=16,
+                               train=ProbeTrainConfig(steps=999)).key
+    assert a.key != CellConfig(probe="test-copy-first", mixer="attention", dim=16, seed=1).key
+
+
+def test_models_follow_the_probe_kind_and_the_pattern():
+    cell = CellConfig(probe="test-copy-first", mixer="hybrid", dim=16, layers=4,
+                      model={"mixer_options": {"attention": {"heads": 2}, "lstm": {}}})
+    model = build_model(cell, cell.build_probe())
+    assert isinstance(model, LM)
+    assert model.cfg.layers == ("mamba", "attention", "mamba", "attention")
+    assert model.cfg.vocab_size == 8
+    # Options of mixers a cell does not use are dropped, not an error.
+    assert set(model.cfg.mixer_options) == {"attention"}
+    cls = CellConfig(probe="test-first-class", mixer="lstm", dim=16, layers=1)
+    model = build_model(cls, cls.build_probe())
+    assert isinstance(model, SequenceClassifier) and model.cfg.num_classes == 2
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: CellConfig(probe="test-copy-first", mixer="hybrid", dim=16, layers=1),
+     "layers = 1 is not allowed: expected at least 2"),
+    (lambda: CellConfig(probe="test-copy-first", mixer="attention", dim=16, model={"dim": 8}),
+     r"model options \['dim'\] are set by the sweep"),
+    (lambda: SweepConfig(probe="no-such-probe", mixers=("attention",), dims=(16,)),
+     "unknown probe 'no-such-probe'"),
+    (lambda: SweepConfig(probe="test-copy-first", mixers=("attention",), dims=(16,),
+                         probe_params={"vocabb": 3}).cells(),
+     "TinyConfig has no option 'vocabb'"),
+    (lambda: check_cells(SweepConfig(probe="test-copy-first", mixers=("attention",), dims=(15,)).cells()),
+     "cell attention d=15: dim = 15 does not divide into heads = 4"),
+], ids=["pattern-longer-than-layers", "dim-via-model", "unknown-probe", "bad-probe-param", "heads"])
+def test_bad_sweeps_fail_before_training_with_the_problem_named(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_options_of_unused_mixers_do_not_change_a_cells_key():
+    plain = SweepConfig(probe="test-copy-first", mixers=("lstm", "attention"), dims=(16,)).cells()
+    with_heads = SweepConfig(probe="test-copy-first", mixers=("lstm", "attention"), dims=(16,),
+                             model={"mixer_options": {"attention": {"heads": 2}}}).cells()
+    assert plain[0].key == with_heads[0].key          # lstm: unaffected
+    assert plain[1].key != with_heads[1].key          # attention: a new recipe
+    assert with_heads[0].model == {} and with_heads[1].model == {"mixer_options": {"attention": {"heads": 2}}}
