@@ -203,9 +203,12 @@ class Attention(Mixer):
                  ) -> tuple[Tensor, KVCache]:
         """Tree attention: ``x (B, T, D)`` holds the nodes of a token tree after each cached row.
 
-        depth: (B, T) each node's depth (its position is the row's length + depth);
-        visible: (B, T, T) bool, node t sees node s (its ancestors and itself). Every node sees
-        the whole cache. The new state holds all T nodes; ``KVCache.keep`` then keeps a path.
+        depth: (B, T) each node's position counted from where the tree begins (the row's
+            length minus P);
+        visible: (B, T, P + T) bool, node t sees node s (its ancestors and itself), where the
+        first P columns are the last P cache entries of each row (nodes of the same tree fed
+        by an earlier call); every older cache entry is seen by every node. The new state
+        holds all T nodes; ``KVCache.keep`` then keeps a path.
         """
         if self.cfg.window is not None:
             raise ValueError("tree attention does not support a sliding window")
@@ -214,15 +217,17 @@ class Attention(Mixer):
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         lens = torch.tensor(state.lengths, device=x.device)
+        S = visible.shape[2]  # P tree nodes already in the cache, then the T new ones
+        start = lens - (S - T)  # where the tree begins in each row
         if self.cfg.rotary:
-            cos, sin = rotary_angles(lens[:, None] + depth, self.head_dim, self.cfg.rope_theta,
+            cos, sin = rotary_angles(start[:, None] + depth, self.head_dim, self.cfg.rope_theta,
                                      dtype=q.dtype)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new_state = self._append(state, k, v)
         hi = max(state.lengths) + T
-        rel = torch.arange(hi, device=x.device)[None] - lens[:, None]          # (B, hi)
-        new = (rel >= 0) & (rel < T)
-        seen = visible.gather(2, rel.clamp(0, T - 1)[:, None, :].expand(B, T, hi))
+        rel = torch.arange(hi, device=x.device)[None] - start[:, None]          # (B, hi)
+        new = (rel >= 0) & (rel < S)
+        seen = visible.gather(2, rel.clamp(0, S - 1)[:, None, :].expand(B, T, hi))
         mask = (rel < 0)[:, None, :] | (seen & new[:, None, :])                # (B, T, hi)
         y = self._sdpa(q, new_state.k[:, :, :hi], new_state.v[:, :, :hi], mask[:, None],
                        is_causal=False)

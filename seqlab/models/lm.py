@@ -253,8 +253,10 @@ class LM(nn.Module):
                      ) -> tuple[Tensor, LMState]:
         """Score a token tree per row in one call (tree attention; see ``Attention.mix_tree``).
 
-        tokens, depth: (B, T); visible: (B, T, T) ancestor-or-self. Returns logits (B, T, vocab)
-        and a state holding every node; keep one path with ``LMState.keep``.
+        tokens, depth: (B, T); visible: (B, T, P + T) ancestor-or-self, the first P columns
+        being nodes of the same tree fed by an earlier call (the last P cache entries). Returns
+        logits (B, T, vocab) and a state holding every node; keep one path with
+        ``LMState.keep``.
         """
         if not self.supports_tree:
             raise ValueError("forward_tree needs a model whose every layer is attention without "

@@ -115,11 +115,13 @@ def test_sampling_is_lossless(target, draft, opts, shape):
 def test_tree_attention_equals_branches_as_rows():
     """Same logits at every node either way: the trees' outputs agree draw for draw."""
     m = model_of(PATTERNS["attention"])
-    d = model_of(DRAFTS["recurrent"], seed=4)
-    for shape in SHAPES:
-        a = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, **shape)
-        b = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, tree_attention=False, **shape)
-        assert a.tokens == b.tokens and a.stats["accepted"] == b.stats["accepted"]
+    # a recurrent draft grows its tree as batch rows; an attention draft with tree attention too
+    for d in (model_of(DRAFTS["recurrent"], seed=4), model_of(DRAFTS["attention"], seed=4)):
+        for shape in SHAPES:
+            a = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, **shape)
+            b = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, tree_attention=False, **shape)
+            assert a.tokens == b.tokens and a.stats["accepted"] == b.stats["accepted"]
+            assert a.stats["draft_calls"] <= b.stats["draft_calls"]
     with pytest.raises(ConfigError, match="tree_attention=True needs"):
         generate(model_of(PATTERNS["hybrid"]), [[1]], "tree", 4, draft=d, tree_attention=True)
 

@@ -136,6 +136,7 @@ class _Run:
                  tree_attention):
         self.model, self.draft, self.sampling, self.gen = model, draft, sampling, generator
         self.tree_attention = tree_attention
+        self.draft_tree = tree_attention and getattr(draft, "supports_tree", False)
         self.branching, self.beam_width = branching, beam_width
         self.depth = len(branching) if branching is not None else depth
         self.V = model.cfg.vocab_size
@@ -164,6 +165,7 @@ class _Run:
         logits, s = self.draft.step(last, dstate)
         self.stats["draft_calls"] += 1
         states, qs, levels = [s], [], []
+        anc = torch.zeros(R, 0, 0, dtype=torch.bool, device=last.device)  # draft tree: ancestors
         logq = self._log_q(logits)  # (R * n_prev, V)
         score = torch.zeros(R, 1, dtype=torch.float64, device=last.device)  # beam: per node
         n_prev = 1
@@ -186,14 +188,35 @@ class _Run:
             n = level.tokens.shape[1]
             self.stats["draft_tokens"] += int(level.valid.sum())
             if d + 1 < depth:
-                flat_parent = (torch.arange(R, device=last.device)[:, None] * n_prev
-                               + level.parent).flatten()
-                logits, s = self.draft.step(level.tokens.flatten(), states[-1].select(flat_parent))
+                if self.draft_tree:  # one row per sequence: the tree's nodes share its cache
+                    anc = self._extend_ancestors(anc, level, n_prev)
+                    logits, s = self.draft.forward_tree(
+                        level.tokens, states[-1], torch.full_like(level.tokens, d),
+                        anc[:, -n:])
+                    logits = logits.flatten(0, 1)
+                else:  # one row per node, its state copied from its parent's
+                    flat_parent = (torch.arange(R, device=last.device)[:, None] * n_prev
+                                   + level.parent).flatten()
+                    logits, s = self.draft.step(level.tokens.flatten(),
+                                                states[-1].select(flat_parent))
                 self.stats["draft_calls"] += 1
                 states.append(s)
                 logq = self._log_q(logits)
             n_prev = n
         return levels, qs, states
+
+    @staticmethod
+    def _extend_ancestors(anc: Tensor, level: Level, n_prev: int) -> Tensor:
+        """Add a level to the ancestor-or-self matrix ``(R, N, N)`` of the nodes fed so far
+        (level order, the root excluded: it is an ordinary cache entry)."""
+        R, N, n = anc.shape[0], anc.shape[1], level.tokens.shape[1]
+        out = torch.zeros(R, N + n, N + n, dtype=torch.bool, device=anc.device)
+        out[:, :N, :N] = anc
+        if N:  # a child sees what its parent sees, the parent included
+            parents = (N - n_prev) + level.parent
+            out[:, N:, :N] = anc.gather(1, parents[..., None].expand(-1, -1, N))
+        out[:, torch.arange(N, N + n), torch.arange(N, N + n)] = True
+        return out
 
     def _beam_level(self, logq: Tensor, score: Tensor, parent_valid: Tensor | None):
         """The next level of a (stochastic) beam: W best children over all nodes per row."""
@@ -319,7 +342,7 @@ class _Run:
                 seq = torch.tensor(seq_rows, dtype=torch.long, device=device)[chosen]
                 tstate, new_fed = roll_back(model, seq, tstate, verified.select(chosen), counts,
                                             fed, stats)
-            dstate = self._draft_state(accepted, last, tok_l, levels, dstates, R)
+            dstate = self._draft_state(accepted, last, tok_l, levels, dstates, R, fed)
             last = torch.tensor(nxt, dtype=torch.long, device=device)
             fed = new_fed
             if len(keep) < R:
@@ -423,8 +446,10 @@ class _Run:
             node = (d, accepted)
             path.append(node)
 
-    def _draft_state(self, accepted, last, tok_l, levels, dstates, R):
+    def _draft_state(self, accepted, last, tok_l, levels, dstates, R, fed):
         """The draft state covering last + each row's accepted path."""
+        if self.draft_tree:
+            return self._draft_state_tree(accepted, last, tok_l, levels, dstates, R, fed)
         parts = []
         counts = [len(p) for p in accepted]
         for n, idx in _groups(counts).items():
@@ -441,3 +466,21 @@ class _Run:
                 self.stats["draft_calls"] += 1
                 parts.append((idx, s))
         return _combine(parts, R)
+
+    def _draft_state_tree(self, accepted, last, tok_l, levels, dstates, R, fed):
+        """Keep the accepted path in the draft's tree cache; feed a full-depth leaf."""
+        offsets = self._offsets(levels)
+        fed_levels = len(dstates) - 1  # levels whose nodes are in the draft's cache
+        kept = [[offsets[d] + j for d, j in path if d < fed_levels] for path in accepted]
+        state = dstates[-1].keep([f + 1 for f in fed], kept)
+        deep = [r for r in range(R) if len(accepted[r]) > fed_levels]
+        if not deep:
+            return state
+        leaf = torch.tensor([tok_l[accepted[r][-1][0]][r][accepted[r][-1][1]] for r in deep],
+                            device=last.device)
+        _, s = self.draft.step(leaf, state if len(deep) == R else state.select(deep))
+        self.stats["draft_calls"] += 1
+        if len(deep) == R:
+            return s
+        rest = [r for r in range(R) if r not in set(deep)]
+        return _combine([(deep, s), (rest, state.select(rest))], R)
