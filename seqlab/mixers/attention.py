@@ -178,7 +178,7 @@ class Attention(Mixer):
         fresh = state is None or max(state.lengths, default=0) == 0
         lengths = (0,) * B if state is None else state.lengths
         if self.cfg.rotary:
-            pos = torch.arange(T, device=x.device).expand(B, T)
+            pos = torch.arange(T, device=x.device)[None]  # (1, T): shared by every row
             if not fresh:
                 pos = pos + torch.tensor(lengths, device=x.device)[:, None]
             cos, sin = rotary_angles(pos, self.head_dim, self.cfg.rope_theta, dtype=q.dtype)

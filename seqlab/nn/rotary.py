@@ -14,7 +14,11 @@ from torch import Tensor
 
 def rotary_angles(positions: Tensor, head_dim: int, theta: float = 10000.0,
                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """cos and sin of shape ``(B, 1, T, head_dim)`` for integer ``positions: (B, T)``."""
+    """cos and sin of shape ``(B, 1, T, head_dim)`` for integer ``positions: (B, T)``.
+
+    Rows that share positions (training, a fresh prompt batch) pass ``(1, T)``: the angles
+    are computed once and broadcast over the batch in ``apply_rotary``.
+    """
     half = head_dim // 2
     # Angles in fp64 when the activations are fp64, else fp32: large positions
     # times small frequencies lose precision in bf16.
