@@ -170,11 +170,17 @@ class Attention(Mixer):
     def state_size(self, seq_len: int) -> int:
         return 2 * self.kv_heads * self.head_dim * seq_len
 
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Projections split into heads: q (B, H, T, Dh), k and v (B, Hkv, T, Dh)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
     def mix(self, x: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)       # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)    # (B, Hkv, T, Dh)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._qkv(x)
         fresh = state is None or max(state.lengths, default=0) == 0
         lengths = (0,) * B if state is None else state.lengths
         if self.cfg.rotary:
@@ -213,9 +219,7 @@ class Attention(Mixer):
         if self.cfg.window is not None:
             raise ValueError("tree attention does not support a sliding window")
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._qkv(x)
         lens = torch.tensor(state.lengths, device=x.device)
         S = visible.shape[2]  # P tree nodes already in the cache, then the T new ones
         start = lens - (S - T)  # where the tree begins in each row

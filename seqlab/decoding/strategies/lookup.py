@@ -29,7 +29,8 @@ from seqlab.decoding.drafters import NGramDrafter, PromptLookup
 from seqlab.decoding.engine import GenerateOutput, prefill, timer
 from seqlab.decoding.sampling import SamplingConfig, choose
 from seqlab.decoding.strategies import register
-from seqlab.decoding.strategies.speculative import finish_stats, make_emitter, roll_back, verify
+from seqlab.decoding.strategies.speculative import (emit_accepted, finish_stats, make_emitter,
+                                                    roll_back, verify)
 
 
 def _check(name: str, value, what: str, low: int = 1) -> None:
@@ -123,17 +124,10 @@ def _run(model, rows, max_new_tokens, sampling, stopper, on_token, generator, nu
                                        n_draft=None if min(n_draft) == g else n_draft)
 
         seq_l, nxt_l = seq.tolist(), nxt.tolist()
-        keep = []
-        for i, b in enumerate(active):
-            new = seq_l[i][1:counts[i] + 1] + [nxt_l[i]]
-            drafters[b].extend(new)  # the table learns the model's own verified outputs
-            done = False
-            for t in new:
-                if emit(b, t):
-                    done = True
-                    break
-            if not done:
-                keep.append(i)
+        new = [seq_l[i][1:counts[i] + 1] + [nxt_l[i]] for i in range(len(active))]
+        for b, toks in zip(active, new):
+            drafters[b].extend(toks)  # the table learns the model's own verified outputs
+        keep = emit_accepted(emit, active, new)
         if not keep:
             break
 

@@ -167,6 +167,13 @@ def make_emitter(out: list[list[int]], stopper, on_token, max_new_tokens: int):
     return emit
 
 
+def emit_accepted(emit, active: list[int], tokens: list[list[int]]) -> list[int]:
+    """Emit each active row's tokens of this round, stopping a row at its finishing token;
+    returns the indices (into ``active``) of the rows that go on."""
+    return [i for i, (b, toks) in enumerate(zip(active, tokens))
+            if not any(emit(b, t) for t in toks)]  # any() stops at the finishing token
+
+
 def finish_stats(out: list[list[int]], stats: dict, elapsed) -> GenerateOutput:
     """The output of a draft-and-verify strategy, with its totals and rates filled in."""
     new = sum(len(o) for o in out)
@@ -256,15 +263,8 @@ def _run(model, draft, rows, max_new_tokens, sampling, stopper, on_token, genera
 
         # -- emit ---------------------------------------------------------------------------
         seq_l, nxt_l = seq.tolist(), nxt.tolist()
-        keep = []
-        for i, b in enumerate(active):
-            done = False
-            for t in seq_l[i][1:counts[i] + 1] + [nxt_l[i]]:
-                if emit(b, t):
-                    done = True
-                    break
-            if not done:
-                keep.append(i)
+        keep = emit_accepted(emit, active, [seq_l[i][1:counts[i] + 1] + [nxt_l[i]]
+                                            for i in range(n_rows)])
         if not keep:
             break
 

@@ -41,7 +41,7 @@ from seqlab.decoding.engine import GenerateOutput, prefill, timer
 from seqlab.decoding.sampling import SamplingConfig, choose, probabilities
 from seqlab.decoding.strategies import register
 from seqlab.decoding.strategies.speculative import (
-    _combine, _groups, check_draft, finish_stats, make_emitter, roll_back)
+    _combine, _groups, check_draft, emit_accepted, finish_stats, make_emitter, roll_back)
 
 
 @dataclass
@@ -308,8 +308,8 @@ class _Run:
             if self.tree_attention:
                 where, t_logits, verified = self.verify_tree(last, levels, tstate)
             else:
-                where, t_logits, verified, seq_rows = self.verify_rows(last, levels, paths, tok_l,
-                                                                       tstate, depth)
+                where, t_logits, verified, seq = self.verify_rows(last, levels, paths, tok_l,
+                                                                  tstate, depth)
             stats["target_calls"] += 1
             stats["verify_calls"] += 1
 
@@ -322,11 +322,8 @@ class _Run:
                 accepted.append(path)
             stats["accepted"].append(counts)
 
-            keep = []
-            for i, b in enumerate(active):
-                toks = [tok_l[d][i][j] for d, j in accepted[i]] + [nxt[i]]
-                if not any(emit(b, t) for t in toks):  # any() stops at the finishing token
-                    keep.append(i)
+            keep = emit_accepted(emit, active, [[tok_l[d][i][j] for d, j in accepted[i]]
+                                                + [nxt[i]] for i in range(R)])
             if not keep:
                 break
 
@@ -339,9 +336,8 @@ class _Run:
             else:
                 chosen = [where[r][accepted[r][-1] if accepted[r] else (-1, 0)][0]
                           for r in range(R)]
-                seq = torch.tensor(seq_rows, dtype=torch.long, device=device)[chosen]
-                tstate, new_fed = roll_back(model, seq, tstate, verified.select(chosen), counts,
-                                            fed, stats)
+                tstate, new_fed = roll_back(model, seq[chosen], tstate, verified.select(chosen),
+                                            counts, fed, stats)
             dstate = self._draft_state(accepted, last, tok_l, levels, dstates, R, fed)
             last = torch.tensor(nxt, dtype=torch.long, device=device)
             fed = new_fed
@@ -400,7 +396,7 @@ class _Run:
             where.append(w)
         seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
         t_logits, verified = self.model(seq, tstate.select(owner))
-        return where, t_logits, verified, seq_rows
+        return where, t_logits, verified, seq
 
     def accept(self, r, where, t_logits, tok_l, levels, qs):
         """Recursive rejection down row r's tree; returns (the accepted nodes, next token).
