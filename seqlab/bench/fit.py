@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from seqlab.config import Config, require
 from seqlab.tasks.probes import IGNORE, Probe, ProbeBatch
+from seqlab.train.config import check_optimizer_fields
 from seqlab.train.trainer import autocast_context, autocast_dtype, lr_at, make_optimizer
 
 
@@ -57,12 +58,7 @@ class ProbeTrainConfig(Config):
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size"):
             require(getattr(self, name) > 0, self, name, "a positive int")
         require(self.warmup >= 0, self, "warmup", "an int >= 0")
-        require(self.lr > 0, self, "lr", "a positive number")
-        require(0 <= self.min_lr_ratio <= 1, self, "min_lr_ratio", "a number in [0, 1]")
-        require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
-        require(0 <= self.beta1 < 1, self, "beta1", "a number in [0, 1)")
-        require(0 <= self.beta2 < 1, self, "beta2", "a number in [0, 1)")
-        require(self.grad_clip >= 0, self, "grad_clip", "a number >= 0 (0 disables)")
+        check_optimizer_fields(self)
 
 
 @dataclass

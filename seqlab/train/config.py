@@ -26,6 +26,17 @@ from seqlab.models.lm import LMConfig
 from seqlab.tasks.corpus import DataConfig
 
 
+def check_optimizer_fields(cfg) -> None:
+    """Validate the AdamW and schedule fields a training config shares with others
+    (``TrainConfig``, the probe sweeps' ``ProbeTrainConfig``)."""
+    require(cfg.lr > 0, cfg, "lr", "a positive number")
+    require(0 <= cfg.min_lr_ratio <= 1, cfg, "min_lr_ratio", "a number in [0, 1]")
+    require(cfg.weight_decay >= 0, cfg, "weight_decay", "a number >= 0")
+    require(0 <= cfg.beta1 < 1, cfg, "beta1", "a number in [0, 1)")
+    require(0 <= cfg.beta2 < 1, cfg, "beta2", "a number in [0, 1)")
+    require(cfg.grad_clip >= 0, cfg, "grad_clip", "a number >= 0 (0 disables)")
+
+
 @dataclass(frozen=True)
 class TrainConfig(Config):
     """Optimisation, evaluation and checkpointing options.
@@ -65,12 +76,7 @@ class TrainConfig(Config):
             require(getattr(self, name) >= 0, self, name, "an int >= 0")
         require(self.batch_size % self.grad_accum == 0, self, "batch_size",
                 f"a multiple of grad_accum = {self.grad_accum}")
-        require(self.lr > 0, self, "lr", "a positive number")
-        require(0 <= self.min_lr_ratio <= 1, self, "min_lr_ratio", "a number in [0, 1]")
-        require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
-        require(0 <= self.beta1 < 1, self, "beta1", "a number in [0, 1)")
-        require(0 <= self.beta2 < 1, self, "beta2", "a number in [0, 1)")
-        require(self.grad_clip >= 0, self, "grad_clip", "a number >= 0 (0 disables)")
+        check_optimizer_fields(self)
         require(self.time_limit is None or self.time_limit > 0, self, "time_limit",
                 "a positive number of seconds or None")
 
