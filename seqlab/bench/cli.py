@@ -1,7 +1,7 @@
 """``seqlab bench``: probe sweeps and their reports (registered by ``seqlab/cli.py``).
 
     seqlab bench run PROBE --mixers attention,mamba,hybrid --dims 32,64,128 [--lengths 512,1024]
-                     [--seeds 0,1] [--steps N] [--batch-size B] [--lr LR] [--layers N]
+                     [--seeds 0,1] [--steps N] [--batch-size B] [--lr LR[,LR...]] [--layers N]
                      [--set probe.FIELD=V] [--set model.FIELD=V] [--set train.FIELD=V]
                      [--out FILE] [--smoke]
     seqlab bench report RESULTS [--out DIR]
@@ -36,6 +36,19 @@ def _int_list(text: str | None, flag: str, minimum: int = 1) -> tuple[int, ...]:
     return values
 
 
+def _float_list(text: str | None, flag: str) -> tuple[float, ...]:
+    if text is None:
+        return ()
+    try:
+        values = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not v > 0 for v in values):
+        raise ConfigError(f"{flag} {text!r} is not allowed: expected comma-separated positive numbers, "
+                            f"e.g. {flag} 1e-3,1e-2")
+    return values
+
+
 def sweep_from_args(args: argparse.Namespace):
     """The SweepConfig a ``bench run`` command line asks for."""
     from seqlab.bench.sweep import SweepConfig
@@ -50,8 +63,8 @@ def sweep_from_args(args: argparse.Namespace):
     mixers = tuple(m.strip() for m in (args.mixers or "").split(",") if m.strip())
     if not mixers:
         raise ConfigError("--mixers is empty: name one or more mixers, e.g. --mixers attention,mamba")
-    flags = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
-             if v is not None}
+    flags = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    lrs = _float_list(args.lr, "--lr")
     # Later wins: --smoke's budget, then the flags, then --set.
     train = {**(SMOKE if args.smoke else {}), **flags, **sets["train"]}
     return SweepConfig.from_dict({
@@ -59,7 +72,8 @@ def sweep_from_args(args: argparse.Namespace):
         "seeds": _int_list(args.seeds, "--seeds", minimum=0),
         "train_lengths": _int_list(args.train_lengths, "--train-lengths", minimum=2),
         "test_lengths": _int_list(args.lengths, "--lengths", minimum=2),
-        "layers": args.layers, "probe_params": sets["probe"], "model": sets["model"], "train": train})
+        "lrs": lrs, "layers": args.layers, "probe_params": sets["probe"], "model": sets["model"],
+        "train": train})
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -161,7 +175,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--layers", type=int, default=2, help="layers per model; the pattern repeats (default 2)")
     r.add_argument("--steps", type=int, help="training steps per cell")
     r.add_argument("--batch-size", type=int, help="training sequences per step")
-    r.add_argument("--lr", type=float, help="peak learning rate")
+    r.add_argument("--lr", help="peak learning rate, or several (1e-3,1e-2): a cell each, and the "
+                   "report keeps each mixer's best")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="probe.FIELD (probe parameters), model.FIELD (LMConfig, e.g. "
                    "model.mixer_options.attention.heads=1) or train.FIELD (e.g. train.warmup=10); repeatable")

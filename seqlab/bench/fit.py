@@ -53,11 +53,20 @@ class ProbeTrainConfig(Config):
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     eval_batches: int = 16          # test batches scored at each length
     eval_batch_size: int = 64
+    # Early stop: every check_every steps score check_batches validation batches and stop once
+    # accuracy >= stop_at_accuracy (0 never checks). A cell that has solved its probe need not
+    # spend the rest of its budget, which makes wide sweeps affordable on a CPU.
+    stop_at_accuracy: float = 0.0
+    check_every: int = 50
+    check_batches: int = 2
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size"):
+        for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "check_every",
+                     "check_batches"):
             require(getattr(self, name) > 0, self, name, "a positive int")
         require(self.warmup >= 0, self, "warmup", "an int >= 0")
+        require(0.0 <= self.stop_at_accuracy <= 1.0, self, "stop_at_accuracy",
+                "a number in [0, 1] (0 disables the early stop)")
         check_optimizer_fields(self)
 
 
@@ -68,6 +77,8 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
     train_s: float = 0.0
     message: str = ""
+    checks: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
+    reached_at: int | None = None               # step whose check reached stop_at_accuracy
 
 
 def scored_logits(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -106,9 +117,13 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
     with the same seed see the same data. A loss or gradient norm that is not
     finite stops training with status "nan" (the sweep records it and moves on).
 
+    With ``cfg.stop_at_accuracy > 0`` the validation split (a stream disjoint from
+    train and test) is scored every ``cfg.check_every`` steps, and training stops at
+    the first check that reaches it; ``checks`` keeps the learning curve.
+
     Args:
         on_step: called after each optimizer step with (steps done, loss); returning True
-            stops training there (status "ok"), e.g. once a target accuracy is reached.
+            stops training there (status "ok").
     """
     device = torch.device(device)
     amp = autocast_dtype(cfg, device)
@@ -138,14 +153,22 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
         result.losses.append(loss_val)
         if on_step is not None and on_step(step + 1, loss_val):
             break
+        if cfg.stop_at_accuracy > 0 and ((step + 1) % cfg.check_every == 0 or step + 1 == cfg.steps):
+            acc = evaluate_probe(model, probe, batches=cfg.check_batches, batch_size=cfg.eval_batch_size,
+                                 seed=seed, device=device, amp=amp, split="val")["accuracy"]
+            result.checks.append((step + 1, acc))
+            if acc >= cfg.stop_at_accuracy:
+                result.reached_at = step + 1
+                break
     result.train_s = time.perf_counter() - t0
     return result
 
 
 @torch.no_grad()
 def evaluate_probe(model: nn.Module, probe: Probe, *, batches: int, batch_size: int, seed: int = 0,
-                   device: torch.device | str = "cpu", amp: torch.dtype | None = None) -> dict[str, float]:
-    """``probe.metrics`` of the summed ``probe.score`` over test batches ``0 .. batches-1``.
+                   device: torch.device | str = "cpu", amp: torch.dtype | None = None,
+                   split: str = "test") -> dict[str, float]:
+    """``probe.metrics`` of the summed ``probe.score`` over ``split`` batches ``0 .. batches-1``.
 
     Scores are sums and counts divided once at the end, so every scored position
     (or sequence) weighs the same, however many fall in each batch.
@@ -155,7 +178,7 @@ def evaluate_probe(model: nn.Module, probe: Probe, *, batches: int, batch_size: 
     model.eval()
     totals: dict[str, float] = {}
     for i in range(batches):
-        batch = probe.batch("test", i, batch_size, seed).to(device)
+        batch = probe.batch(split, i, batch_size, seed).to(device)
         with autocast_context(device, amp):
             out = probe_outputs(model, probe, batch)
         for k, v in probe.score(out.float(), batch).items():

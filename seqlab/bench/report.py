@@ -2,8 +2,10 @@
 
 Plots, per probe: accuracy at the trained length against model dimension,
 one line per mixer (a panel per training length); and accuracy against test
-length, one line per mixer (a panel per dimension). Points average the seeds;
-with several seeds a bar spans their min and max. Matplotlib draws through
+length, one line per mixer (a panel per dimension). Where a cell was trained
+at several learning rates the plots use its best one (the table shows all,
+the best marked). Points average the seeds; with several seeds a bar spans
+their min and max. Matplotlib draws through
 its Agg canvas directly, so no global backend is switched and no display is
 needed.
 
@@ -14,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,19 +42,45 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _lr(record: dict) -> float | None:
+    return record.get("config", {}).get("train", {}).get("lr")
+
+
+def best_over_lr(records: list[dict]) -> list[dict]:
+    """Of the finished records that differ only in learning rate, the most accurate one each."""
+    best: dict[str, dict] = {}
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        config = dict(r.get("config", {}))
+        config["train"] = {k: v for k, v in config.get("train", {}).items() if k != "lr"}
+        group = json.dumps([r["probe"], r["mixer"], r["dim"], r["layers"], r["seq_len"], r["seed"],
+                            config], sort_keys=True)
+        acc = r.get("metrics", {}).get("accuracy", -1.0)
+        if group not in best or acc > best[group].get("metrics", {}).get("accuracy", -1.0):
+            best[group] = r
+    return list(best.values())
+
+
 def markdown_table(records: list[dict]) -> str:
-    """One row per cell: config, status, accuracy at each length, size and time."""
+    """One row per cell: config, status, accuracy at each length, steps, size and time.
+
+    With several learning rates per cell, ``*`` marks the one the plots use.
+    """
     lengths = sorted({e["seq_len"] for r in records for e in r.get("by_length", [])})
-    head = (["mixer", "dim", "layers", "train len", "seed", "status"]
-            + [f"acc @{n}" for n in lengths] + ["params", "state bytes", "train s"])
+    chosen = {id(r) for r in best_over_lr(records)}
+    several = len({_lr(r) for r in records}) > 1
+    head = (["mixer", "dim", "layers", "train len", "lr", "seed", "status"]
+            + [f"acc @{n}" for n in lengths] + ["steps", "params", "state bytes", "train s"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = sorted(records, key=lambda r: (r["mixer"], r["dim"], r["seq_len"], r["seed"]))
+    order = sorted(records, key=lambda r: (r["mixer"], r["dim"], r["seq_len"], _lr(r) or 0, r["seed"]))
     for r in order:
-        cells = [r["mixer"], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), str(r["seed"]),
+        lr = _fmt(_lr(r), "g") + (" *" if several and id(r) in chosen else "")
+        cells = [r["mixer"], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), lr, str(r["seed"]),
                  r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message'][:60]}"]
         cells += [_fmt(_accuracy_at(r, n), ".3f") for n in lengths]
-        cells += [_fmt(r.get("params"), ","), _fmt(r.get("state_bytes"), ","),
-                  _fmt(r.get("train_s"), ".1f")]
+        cells += [_fmt(r.get("steps"), "d"), _fmt(r.get("params"), ","),
+                  _fmt(r.get("state_bytes"), ","), _fmt(r.get("train_s"), ".1f")]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(rows)
 
@@ -157,7 +186,7 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
         why = sorted({(e["seq_len"], e["error"]) for r in recs for e in r.get("by_length", [])
                       if "error" in e})
         parts += [f"- length {n}: {msg}" for n, msg in why] + ([""] if why else [])
-        ok = [r for r in recs if r["status"] == "ok"]
+        ok = best_over_lr(recs)
         if not ok:
             parts.append("No cell finished, so there is nothing to plot.")
             continue

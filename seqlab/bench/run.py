@@ -58,7 +58,8 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
         record["state_bytes"] = model.state_bytes(trained_len)
         fit = fit_probe(model, probe, cell.train, seed=cell.seed, device=device, on_step=on_step)
         record.update(steps=fit.steps, train_s=fit.train_s,
-                      final_loss=fit.losses[-1] if fit.losses else None)
+                      final_loss=fit.losses[-1] if fit.losses else None,
+                      checks=fit.checks, reached_at=fit.reached_at)
         if fit.status != "ok":
             record.update(status=fit.status, message=fit.message)
         else:

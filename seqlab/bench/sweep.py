@@ -1,6 +1,6 @@
 """What a sweep runs: one validated config per cell, and the model each cell trains.
 
-A sweep is probe x mixer x dim x train length x seed (zoology style: a
+A sweep is probe x mixer x dim x train length x learning rate x seed (zoology style: a
 function returning a list of configs). A cell's config is the whole recipe:
 its canonical JSON is the key under which its result is stored, so a
 re-run skips exactly the cells whose recipe has not changed.
@@ -13,6 +13,7 @@ after, alternating.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -89,7 +90,8 @@ class CellConfig(Config):
 
     @property
     def label(self) -> str:
-        return f"{self.mixer} d={self.dim} L={self.build_probe().seq_len} seed={self.seed}"
+        return (f"{self.mixer} d={self.dim} L={self.build_probe().seq_len} lr={self.train.lr:g} "
+                f"seed={self.seed}")
 
     def build_probe(self) -> Probe:
         return probes.build(self.probe, **self.probe_params)
@@ -131,7 +133,9 @@ class SweepConfig(Config):
     """The grid of a sweep; :meth:`cells` expands it.
 
     ``train_lengths`` empty means the probe's own ``seq_len`` (from its
-    defaults or ``probe_params``).
+    defaults or ``probe_params``); ``lrs`` empty means ``train.lr``. With several
+    learning rates the report keeps each cell's best, as Zoology does: a mixer
+    is judged at the learning rate that suits it.
     """
 
     probe: str
@@ -140,6 +144,7 @@ class SweepConfig(Config):
     seeds: tuple[int, ...] = (0,)
     train_lengths: tuple[int, ...] = ()
     test_lengths: tuple[int, ...] = ()
+    lrs: tuple[float, ...] = ()
     layers: int = 2
     probe_params: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
@@ -153,6 +158,7 @@ class SweepConfig(Config):
                 "one or more ints >= 0")
         require(all(n >= 2 for n in self.train_lengths), self, "train_lengths", "ints >= 2")
         require(all(n >= 2 for n in self.test_lengths), self, "test_lengths", "ints >= 2")
+        require(all(lr > 0 for lr in self.lrs), self, "lrs", "positive numbers")
         probes.get(self.probe)  # names the known probes when this one is not
 
     def cells(self) -> list[CellConfig]:
@@ -167,11 +173,13 @@ class SweepConfig(Config):
                         params["seq_len"] = length
                     # The resolved config, defaults included, so the cell key names the whole task.
                     params = probes.build(self.probe, **params).cfg.to_dict()
-                    for seed in self.seeds:
-                        out.append(CellConfig(
-                            probe=self.probe, mixer=mixer, dim=dim, layers=self.layers, seed=seed,
-                            probe_params=params, train=self.train, eval_lengths=self.test_lengths,
-                            model=_model_options_for(self.model, layer_pattern(mixer))))
+                    for lr in self.lrs or (self.train.lr,):
+                        train = dataclasses.replace(self.train, lr=lr)
+                        for seed in self.seeds:
+                            out.append(CellConfig(
+                                probe=self.probe, mixer=mixer, dim=dim, layers=self.layers, seed=seed,
+                                probe_params=params, train=train, eval_lengths=self.test_lengths,
+                                model=_model_options_for(self.model, layer_pattern(mixer))))
         return out
 
 

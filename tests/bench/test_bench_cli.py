@@ -36,6 +36,14 @@ def test_run_then_report(tmp_path, capsys):
     assert (tmp_path / "rep" / "test-copy-first-accuracy-vs-length.png").is_file()
 
 
+def test_several_learning_rates_make_a_cell_each(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert main(RUN + ["--mixers", "lstm", "--dims", "8", "--lr", "1e-3,1e-2", "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["config"]["train"]["lr"] for r in recs) == [1e-3, 1e-2]
+    assert "--lr 1e-3,1e-2" in recs[0]["command"]
+
+
 def test_probes_lists_registered_probes(capsys):
     assert main(["bench", "probes"]) == 0
     out = capsys.readouterr().out
@@ -59,8 +67,12 @@ def test_probes_lists_registered_probes(capsys):
     (["run", "test-copy-first", "--mixers", "attention", "--dims", "6"],
      "cell attention d=6: dim = 6 does not divide into heads = 4"),
     (["report", "/nonexistent/r.jsonl"], "results file '/nonexistent/r.jsonl' does not exist"),
+    (["run", "test-copy-first", "--mixers", "lstm", "--lr", "1e-3,0"],
+     "--lr '1e-3,0' is not allowed: expected comma-separated positive numbers"),
+    (["run", "test-copy-first", "--mixers", "lstm", "--set", "train.stop_at_accuracy=2"],
+     "ProbeTrainConfig.stop_at_accuracy = 2"),
 ], ids=["probe", "mixer", "no-mixers", "dims", "lengths", "set-section", "train-value", "probe-value",
-        "heads", "report-missing"])
+        "heads", "report-missing", "lr-list", "stop-at"])
 def test_bad_input_exits_2_with_the_problem_named(argv, message, capsys, tmp_path):
     out = ["--out", str(tmp_path / "r.jsonl")] if argv[0] == "run" else []
     assert main(["bench", *argv, *out]) == 2

@@ -52,6 +52,20 @@ def test_lm_probe_is_learned_well_above_chance():
     assert before < 0.3 and after > 0.8                  # chance is 1/8
 
 
+def test_training_stops_once_validation_accuracy_reaches_the_target():
+    probe = probes.build("test-copy-first")
+    torch.manual_seed(0)
+    model = tiny_lm()
+    cfg = ProbeTrainConfig(steps=200, batch_size=16, lr=1e-2, warmup=4, stop_at_accuracy=0.9,
+                           check_every=5, check_batches=2, eval_batch_size=32)
+    fit = fit_probe(model, probe, cfg)
+    assert fit.reached_at is not None and fit.steps == fit.reached_at < 200
+    assert [s for s, _ in fit.checks] == list(range(5, fit.steps + 1, 5))
+    assert fit.checks[-1][1] >= 0.9 and all(acc < 0.9 for _, acc in fit.checks[:-1])
+    # The stop looked at the validation stream; the test stream agrees that it is learned.
+    assert evaluate_probe(model, probe, batches=4, batch_size=32)["accuracy"] > 0.8
+
+
 def test_classify_probe_trains_a_classifier():
     cell = CellConfig(probe="test-first-class", mixer="attention", dim=16, layers=2,
                       model={"mixer_options": {"attention": {"heads": 2}}, "mlp_hidden": 32})

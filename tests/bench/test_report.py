@@ -5,7 +5,7 @@ import json
 import matplotlib.image
 import pytest
 
-from seqlab.bench.report import markdown_table, write_report
+from seqlab.bench.report import best_over_lr, markdown_table, write_report
 from seqlab.bench.results import BenchError
 
 
@@ -34,8 +34,8 @@ def test_report_writes_a_row_per_cell_and_readable_plots(results, tmp_path):
     text = files.markdown.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| mixer")]
     assert len(rows) == 6
-    assert "| attention | 32 | 2 | 16 | 0 | ok | 0.900 | 0.450 | 32,000 | 64 | 1.5 |" in text
-    assert "| mamba | 32 | 2 | 16 | 0 | nan: loss is nan at step 3 | - | - |" in text
+    assert "| attention | 32 | 2 | 16 | - | 0 | ok | 0.900 | 0.450 | - | 32,000 | 64 | 1.5 |" in text
+    assert "| mamba | 32 | 2 | 16 | - | 0 | nan: loss is nan at step 3 | - | - |" in text
     assert "## p" in text and "## q" in text
     assert files.skipped_lines == [7]
     assert sorted(p.name for p in files.plots) == [
@@ -45,6 +45,23 @@ def test_report_writes_a_row_per_cell_and_readable_plots(results, tmp_path):
         img = matplotlib.image.imread(png)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
         assert f"]({png.name})" in text
+
+
+def with_lr(rec, lr):
+    return {**rec, "key": f"{rec['key']}-{lr}", "steps": 100, "config": {"train": {"lr": lr, "steps": 100}}}
+
+
+def test_plots_use_each_cells_best_learning_rate(tmp_path):
+    recs = [with_lr(record("a", 16, 0, 0.3), 1e-3), with_lr(record("a", 16, 0, 0.9), 1e-2),
+            with_lr(record("a", 32, 0, 0.6), 1e-3), with_lr(record("a", 32, 0, 0.1), 1e-2),
+            with_lr(record("b", 16, 0, 0.5), 1e-2)]
+    best = best_over_lr(recs)
+    assert sorted((r["mixer"], r["dim"], r["metrics"]["accuracy"]) for r in best) == [
+        ("a", 16, 0.9), ("a", 32, 0.6), ("b", 16, 0.5)]
+    table = markdown_table(recs)
+    assert "| a | 16 | 2 | 16 | 0.01 * | 0 | ok | 0.900 | 0.450 | 100 |" in table
+    assert "| a | 16 | 2 | 16 | 0.001 | 0 | ok | 0.300 |" in table
+    assert "| a | 32 | 2 | 16 | 0.001 * | 0 | ok | 0.600 |" in table
 
 
 def test_the_latest_record_of_a_cell_wins(tmp_path):

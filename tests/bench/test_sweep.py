@@ -28,6 +28,18 @@ def test_grid_covers_every_combination_with_resolved_probe_params():
     assert len({c.key for c in cells}) == len(cells)
 
 
+def test_learning_rates_are_an_axis_of_the_grid():
+    sweep = SweepConfig(probe="test-copy-first", mixers=("lstm",), dims=(16,), seeds=(0, 1),
+                        lrs=(1e-3, 3e-3), train=ProbeTrainConfig(steps=7))
+    cells = sweep.cells()
+    assert sorted((c.train.lr, c.seed) for c in cells) == [(1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
+    assert all(c.train.steps == 7 for c in cells) and len({c.key for c in cells}) == 4
+    assert [c.train.lr for c in SweepConfig(probe="test-copy-first", mixers=("lstm",), dims=(16,),
+                                            train=ProbeTrainConfig(lr=5e-3)).cells()] == [5e-3]
+    with pytest.raises(ConfigError, match="lrs"):
+        SweepConfig(probe="test-copy-first", mixers=("lstm",), dims=(16,), lrs=(0.0,))
+
+
 def test_key_is_stable_and_changes_with_the_recipe():
     a = CellConfig(probe="test-copy-first", mixer="attention", dim=16)
     assert a.key == CellConfig(probe="test-copy-first", mixer="attention", dim=16).key
