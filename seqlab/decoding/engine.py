@@ -70,16 +70,29 @@ def check_prompts(model: LM, rows: list[list[int]], max_new_tokens: int) -> None
                 f"{limit - max_new_tokens} tokens or lower max_new_tokens to {max(0, limit - longest)}")
 
 
+def last_logits(model, tokens: Tensor) -> tuple[Tensor, LMState]:
+    """The parallel face on ``tokens`` (B, T), with the vocabulary head at the last position only.
+
+    A prompt's other positions need no logits: for SmolLM2 (vocabulary 49,152) the
+    head over a 160-token prompt cost as much as the 30 layers below it.
+    """
+    if hasattr(model, "features") and hasattr(model, "head"):
+        hidden, state = model.features(tokens)
+        return model.head(hidden[:, -1]), state
+    logits, state = model(tokens)
+    return logits[:, -1], state
+
+
 def prefill(model: LM, rows: list[list[int]], device) -> tuple[Tensor, LMState, int]:
     """Run the prompts; returns last-position logits (B, V), the joined state, forward calls."""
     lengths = {len(r) for r in rows}
     if len(lengths) == 1:
-        logits, state = model(torch.tensor(rows, device=device))
-        return logits[:, -1], state, 1
+        logits, state = last_logits(model, torch.tensor(rows, device=device))
+        return logits, state, 1
     outs, states = [], []
     for r in rows:
-        logits, s = model(torch.tensor([r], device=device))
-        outs.append(logits[:, -1])
+        logits, s = last_logits(model, torch.tensor([r], device=device))
+        outs.append(logits)
         states.append(s)
     return torch.cat(outs), LMState.cat(states), len(rows)
 
