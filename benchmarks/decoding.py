@@ -7,10 +7,12 @@ Two settings, each measured at batch 1 and batch 8 in one process:
   ``benchmarks/decoding_models.py`` (trained once, cached), continuing code from the
   held-out part of the standard-library corpus.
   transformers runs the same weights after ``export_hf``.
-* ``smollm2``: SmolLM2-135M as target with the drafters that need no second model:
-  prompt lookup, the adaptive n-gram drafter, and self-speculation by skipping
-  layers; prompts are English (the Python documentation in ``pydoc_data``) and code.
-  transformers runs the same GGUF weights.
+* ``smollm2``: SmolLM2-135M as target with a small draft trained on its tokenizer
+  (``decoding_models.smollm2_draft``, cached) and the drafters that need no second
+  model: prompt lookup, the adaptive n-gram drafter, and self-speculation by skipping
+  layers; prompts are English (the Python documentation in ``pydoc_data``, held out
+  of the draft's training) and code. transformers runs the same GGUF weights, with
+  the same draft for its assisted generation.
 
 Each strategy runs at a fixed draft depth (4) and at a fixed target budget (8 tokens
 scored per sequence per target call, the fairness point of the Recursive Speculative
@@ -222,15 +224,24 @@ def setting_pair(args):
 def setting_smollm2(args):
     from transformers import AutoModelForCausalLM
 
+    from decoding_models import smollm2_draft
     from seqlab.decoding.drafters import layer_skip_draft
     from seqlab.models.pretrained import load_pretrained, resolve_source
+    from seqlab.models.pretrained.export import export_hf
 
     target, tok = load_pretrained("smollm2")
     path = resolve_source("smollm2")
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                               torch_dtype=torch.float32).eval()
+    draft = smollm2_draft(target, tok, held_out=text_prompts(max(args.batches)))
+    folder = Path(tempfile.mkdtemp(prefix="seqlab-decoding-"))
+    export_hf(draft, folder / "draft")
+    hf_draft = AutoModelForCausalLM.from_pretrained(folder / "draft").eval()
     keep = args.self_draft_layers
-    draft = layer_skip_draft(target, range(keep))  # the first layers: transformers' early exit
+    self_draft = layer_skip_draft(target, range(keep))  # the first layers: transformers' early exit
+    configs = [c for c in seqlab_configs(draft, False) if c[0] != "sampling"]
+    configs.insert(2, ("depth 4", f"speculative chain (self-draft, {keep} layers), gamma 4",
+                       "speculative", {"draft": self_draft, "gamma": CHAIN_DEPTH}, False))
     rows = []
     for kind, texts in (("text", text_prompts(max(args.batches))),
                         ("code", [b.decode("utf-8", "replace") for b in
@@ -239,11 +250,10 @@ def setting_smollm2(args):
         for B in args.batches:
             prompts = prompts_all[:B]
             setting = f"smollm2 {kind}"
-            ours = run_seqlab(target, prompts, args.new_tokens, [c for c in seqlab_configs(draft, True) if c[0] != "sampling"],
-                              setting, B, args.reps)
+            ours = run_seqlab(target, prompts, args.new_tokens, configs, setting, B, args.reps)
             rows += ours + run_hf(hf, prompts, args.new_tokens, setting, B, args.reps,
-                                  ours[0]["tokens"], ours[0]["tokens_s"], early_exit=keep,
-                                  pad_id=tok.eos_id or 0)
+                                  ours[0]["tokens"], ours[0]["tokens_s"], draft_hf=hf_draft,
+                                  early_exit=keep, pad_id=tok.eos_id or 0)
     return rows
 
 
