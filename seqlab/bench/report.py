@@ -1,8 +1,10 @@
 """Render a results file: a markdown table (one row per cell) and PNG plots per probe.
 
 Plots, per probe: accuracy at the trained length against model dimension,
-one line per mixer (a panel per training length); and accuracy against test
-length, one line per mixer (a panel per dimension). Where a cell was trained
+one line per mixer (a panel per training length), or a bar per mixer when
+the sweep has one width and length; and, when cells were tested at several
+lengths, accuracy against test length, one line per mixer (a panel per
+dimension). Where a cell was trained
 at several learning rates the plots use its best one (the table shows all,
 the best marked). Points average the seeds; with several seeds a bar spans
 their min and max. Matplotlib draws through
@@ -155,6 +157,32 @@ def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
     return _figure(panels, f"{records[0]['probe']}: accuracy vs test length", "test length", path)
 
 
+def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
+    """A bar per mixer (seed mean, min-max whisker) for a sweep with a single width and length."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if "accuracy" in r.get("metrics", {}):
+            by[r["mixer"]].append(r["metrics"]["accuracy"])
+    names = sorted(by)
+    means = [sum(by[m]) / len(by[m]) for m in names]
+    err = [[m - min(by[n]) for m, n in zip(means, names)], [max(by[n]) - m for m, n in zip(means, names)]]
+    fig = Figure(figsize=(1.2 * len(names) + 2.5, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    bars = ax.bar(names, means, yerr=err, capsize=3, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize="small")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("accuracy")
+    r = records[0]
+    ax.set_title(f"{r['probe']}: d={r['dim']}, length {r['seq_len']}")
+    ax.grid(alpha=0.3, axis="y")
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def write_report(results: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
     """Write ``report.md`` and the plots of every probe in ``results`` to ``out_dir``.
 
@@ -190,10 +218,17 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
         if not ok:
             parts.append("No cell finished, so there is nothing to plot.")
             continue
-        dim_png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
-        len_png = plot_accuracy_vs_length(ok, out / f"{probe}-accuracy-vs-length.png")
-        files.plots += [dim_png, len_png]
-        parts += [f"![{probe}: accuracy vs model dimension]({dim_png.name})", "",
-                  f"![{probe}: accuracy vs test length]({len_png.name})"]
+        # A line needs two points: one width gives a bar per mixer, one length no length plot.
+        if len({(r["dim"], r["seq_len"]) for r in ok}) > 1:
+            png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
+            parts += [f"![{probe}: accuracy vs model dimension]({png.name})", ""]
+        else:
+            png = plot_accuracy_by_mixer(ok, out / f"{probe}-accuracy-by-mixer.png")
+            parts += [f"![{probe}: accuracy by mixer]({png.name})", ""]
+        files.plots.append(png)
+        if len({e["seq_len"] for r in ok for e in r.get("by_length", [])}) > 1:
+            png = plot_accuracy_vs_length(ok, out / f"{probe}-accuracy-vs-length.png")
+            files.plots.append(png)
+            parts.append(f"![{probe}: accuracy vs test length]({png.name})")
     files.markdown.write_text("\n".join(parts) + "\n")
     return files

@@ -39,7 +39,7 @@ def test_report_writes_a_row_per_cell_and_readable_plots(results, tmp_path):
     assert "## p" in text and "## q" in text
     assert files.skipped_lines == [7]
     assert sorted(p.name for p in files.plots) == [
-        "p-accuracy-vs-dim.png", "p-accuracy-vs-length.png", "q-accuracy-vs-dim.png",
+        "p-accuracy-vs-dim.png", "p-accuracy-vs-length.png", "q-accuracy-by-mixer.png",
         "q-accuracy-vs-length.png"]
     for png in files.plots:
         img = matplotlib.image.imread(png)
