@@ -43,6 +43,12 @@ class Mixer(nn.Module):
         cost: one line on parallel time/memory in L, step time, state size.
     """
 
+    # Names of this mixer's parameters that AdamW must not decay (read by
+    # ``seqlab.train.make_optimizer``). For state-space time scales and poles, decay toward
+    # zero is not a small-weight prior but a drift of every state's time scale toward the
+    # same value; the reference implementations exempt them.
+    no_weight_decay: tuple[str, ...] = ()
+
     name: ClassVar[str] = "?"          # set by @register
     Config: ClassVar[type[Config]]
     State: ClassVar[type[State]]

@@ -348,6 +348,8 @@ class Mamba(Mixer):
         (torch.Size([2, 64, 8]), torch.Size([2, 64, 3]))
     """
 
+    no_weight_decay = ("A_log", "D")
+
     Config = MambaConfig
     State = MambaState
     # chunk_size 5 with the suite's T = 23 leaves a ragged last chunk; d_state 4 keeps it quick.

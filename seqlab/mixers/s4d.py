@@ -133,6 +133,8 @@ class S4D(Mixer):
         >>> y2, state = m(torch.randn(2, 10, 64), state)  # continue
     """
 
+    no_weight_decay = ("log_dt", "log_neg_A_re", "A_im")
+
     Config = S4DConfig
     State = S4DState
     example_options = {"d_state": 8, "channels": 16}

@@ -81,13 +81,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: LM, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices other than the embedding."""
+    """AdamW; weight decay only on matrices other than the embedding and those a module names
+    in its ``no_weight_decay`` (state-space time scales, see ``seqlab.mixers.base.Mixer``)."""
+    exempt = {id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
     seen, decay, no_decay = set(), [], []
     for name, p in model.named_parameters():
         if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
-        (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+        decayed = p.dim() >= 2 and "embed" not in name and id(p) not in exempt
+        (decay if decayed else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
