@@ -48,6 +48,41 @@ def _lr(record: dict) -> float | None:
     return record.get("config", {}).get("train", {}).get("lr")
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _options(record: dict) -> dict:
+    """The model options of a cell, flattened, without the ones that only change speed."""
+    speed_only = ("scan", "chunk_size")
+    return {k: v for k, v in _flat(record.get("config", {}).get("model", {})).items()
+            if k.rsplit(".", 1)[-1] not in speed_only}
+
+
+def series_names(records: list[dict]) -> dict[int, str]:
+    """A name per record for tables and legends: the mixer, plus the model options that differ
+    between cells of the same mixer (e.g. ``mamba (mlp_hidden=0, d_state=4)``), so that
+    different recipes are separate lines rather than one line with a wide error bar."""
+    by_mixer: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_mixer[r["mixer"]].append(r)
+    names = {}
+    for mixer, recs in by_mixer.items():
+        opts = [_options(r) for r in recs]
+        keys = sorted({k for o in opts for k in o})
+        varying = [k for k in keys if len({json.dumps(o.get(k)) for o in opts}) > 1]
+        for r, o in zip(recs, opts):
+            parts = [f"{k.rsplit('.', 1)[-1]}={o[k]}" for k in varying if k in o]
+            names[id(r)] = mixer + (f" ({', '.join(parts)})" if parts else "")
+    return names
+
+
 def best_over_lr(records: list[dict]) -> list[dict]:
     """Of the finished records that differ only in learning rate, the most accurate one each."""
     best: dict[str, dict] = {}
@@ -71,14 +106,15 @@ def markdown_table(records: list[dict]) -> str:
     """
     lengths = sorted({e["seq_len"] for r in records for e in r.get("by_length", [])})
     chosen = {id(r) for r in best_over_lr(records)}
+    names = series_names(records)
     several = len({_lr(r) for r in records}) > 1
     head = (["mixer", "dim", "layers", "train len", "lr", "seed", "status"]
             + [f"acc @{n}" for n in lengths] + ["steps", "params", "state bytes", "train s"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = sorted(records, key=lambda r: (r["mixer"], r["dim"], r["seq_len"], _lr(r) or 0, r["seed"]))
+    order = sorted(records, key=lambda r: (names[id(r)], r["dim"], r["seq_len"], _lr(r) or 0, r["seed"]))
     for r in order:
         lr = _fmt(_lr(r), "g") + (" *" if several and id(r) in chosen else "")
-        cells = [r["mixer"], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), lr, str(r["seed"]),
+        cells = [names[id(r)], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), lr, str(r["seed"]),
                  r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message'][:60]}"]
         cells += [_fmt(_accuracy_at(r, n), ".3f") for n in lengths]
         cells += [_fmt(r.get("steps"), "d"), _fmt(r.get("params"), ","),
@@ -135,10 +171,11 @@ def plot_accuracy_vs_dim(records: list[dict], path: Path) -> Path:
     """Accuracy at the trained length against model dimension: a line per mixer, a panel per
     training length."""
     panels = _nested()
+    names = series_names(records)
     for r in records:
         if r["status"] == "ok" and "accuracy" in r.get("metrics", {}):
             key = (r["seq_len"], f"trained at length {r['seq_len']}", None)
-            panels[key][r["mixer"]][r["dim"]].append(r["metrics"]["accuracy"])
+            panels[key][names[id(r)]][r["dim"]].append(r["metrics"]["accuracy"])
     return _figure(panels, f"{records[0]['probe']}: accuracy vs model dimension", "model dimension",
                    path)
 
@@ -147,13 +184,14 @@ def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
     """Accuracy against test length: a line per mixer, a panel per (dim, training length);
     a dotted line marks the training length."""
     panels = _nested()
+    names = series_names(records)
     for r in records:
         if r["status"] != "ok":
             continue
         key = ((r["dim"], r["seq_len"]), f"d={r['dim']}, trained at {r['seq_len']}", r["seq_len"])
         for e in r.get("by_length", []):
             if "accuracy" in e:
-                panels[key][r["mixer"]][e["seq_len"]].append(e["accuracy"])
+                panels[key][names[id(r)]][e["seq_len"]].append(e["accuracy"])
     return _figure(panels, f"{records[0]['probe']}: accuracy vs test length", "test length", path)
 
 
@@ -163,9 +201,10 @@ def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     by: dict[str, list[float]] = defaultdict(list)
+    names = series_names(records)
     for r in records:
         if "accuracy" in r.get("metrics", {}):
-            by[r["mixer"]].append(r["metrics"]["accuracy"])
+            by[names[id(r)]].append(r["metrics"]["accuracy"])
     names = sorted(by)
     means = [sum(by[m]) / len(by[m]) for m in names]
     err = [[m - min(by[n]) for m, n in zip(means, names)], [max(by[n]) - m for m, n in zip(means, names)]]

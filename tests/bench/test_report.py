@@ -5,7 +5,7 @@ import json
 import matplotlib.image
 import pytest
 
-from seqlab.bench.report import best_over_lr, markdown_table, write_report
+from seqlab.bench.report import best_over_lr, markdown_table, series_names, write_report
 from seqlab.bench.results import BenchError
 
 
@@ -86,3 +86,17 @@ def test_missing_or_empty_results_are_named(tmp_path):
     (tmp_path / "empty.jsonl").write_text("garbage\n")
     with pytest.raises(BenchError, match="holds no results"):
         write_report(tmp_path / "empty.jsonl")
+
+
+def test_cells_with_different_model_options_are_separate_series():
+    def rec(key, model, acc):
+        return {**record("mamba", 64, 0, acc), "key": key, "config": {"model": model, "train": {"lr": 1e-3}}}
+
+    recs = [rec("a", {"mixer_options": {"mamba": {"scan": "cpp"}}}, 0.1),
+            rec("b", {"mixer_options": {"mamba": {"scan": "torch", "d_state": 4}}}, 0.2),
+            rec("c", {"mlp_hidden": 0}, 0.3), {**record("lstm", 64, 0, 0.4), "key": "d"}]
+    names = series_names(recs)
+    # scan changes only speed, so it does not split a series; d_state and mlp_hidden do
+    assert [names[id(r)] for r in recs] == ["mamba", "mamba (d_state=4)", "mamba (mlp_hidden=0)", "lstm"]
+    table = markdown_table(recs)
+    assert "| mamba (d_state=4) | 64 |" in table and "| mamba (mlp_hidden=0) | 64 |" in table
