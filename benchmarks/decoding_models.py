@@ -53,37 +53,49 @@ def distilled_draft(target, draft, progress: bool = True):
     """The draft after DISTILL steps of forward-KL distillation from the target (cached)."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from seqlab.models.io import load, save
     from seqlab.tasks.corpus import DataConfig, load_corpus
     from seqlab.train.config import TrainConfig
-    from seqlab.train.trainer import lr_at, make_optimizer
 
     out = cache_dir() / "draft-distilled"
     if (out / "config.json").is_file():
         return load(out).eval()
     cfg = TrainConfig(**DISTILL, eval_every=0, ckpt_every=0)
     corpus = load_corpus(DataConfig(), progress=False)
-    draft.train()
-    opt = make_optimizer(draft, cfg)
-    bar = tqdm(range(cfg.steps), desc="distill draft", disable=not progress)
-    for step in bar:
+
+    def kl(step):
         x, _ = corpus.batch("train", step, cfg.batch_size, cfg.seq_len, seed=1)
         with torch.no_grad():
             p_log = target(x)[0].log_softmax(-1)
         q_log = draft(x)[0].log_softmax(-1)
-        loss = F.kl_div(q_log.flatten(0, 1), p_log.flatten(0, 1), log_target=True,
+        return F.kl_div(q_log.flatten(0, 1), p_log.flatten(0, 1), log_target=True,
                         reduction="batchmean")
+
+    _train(draft, cfg, kl, "distill draft", "kl", progress)
+    save(draft.eval(), out)
+    return draft
+
+
+def _train(model, cfg, step_loss, desc: str, label: str, progress: bool) -> None:
+    """AdamW with seqlab's schedule and clipping for ``cfg.steps`` steps of ``step_loss(step)``."""
+    import torch
+    from tqdm import tqdm
+
+    from seqlab.train.trainer import lr_at, make_optimizer
+
+    model.train()
+    opt = make_optimizer(model, cfg)
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
+    for step in bar:
+        loss = step_loss(step)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        bar.set_postfix(kl=f"{loss.item():.3f}")
-    save(draft.eval(), out)
-    return draft
+        bar.set_postfix({label: f"{loss.item():.3f}"})
 
 
 def trained_pair(progress: bool = True):
@@ -146,12 +158,10 @@ def smollm2_draft(target, tok, held_out: list[str] = (), progress: bool = True):
     """
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from seqlab.models.io import load, save
     from seqlab.models.lm import LM, LMConfig
     from seqlab.train.config import TrainConfig
-    from seqlab.train.trainer import lr_at, make_optimizer
 
     out = cache_dir() / "smollm2-draft"
     if (out / "config.json").is_file():
@@ -174,12 +184,10 @@ def smollm2_draft(target, tok, held_out: list[str] = (), progress: bool = True):
         draft.embed.weight.copy_(proj / proj.std() * draft.embed.weight.std())
     cfg = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], seq_len=spec["seq_len"],
                       lr=spec["lr"], warmup=spec["warmup"], eval_every=0, ckpt_every=0)
-    opt = make_optimizer(draft, cfg)
     gen = torch.Generator().manual_seed(0)
     n = spec["seq_len"] + 1
-    bar = tqdm(range(cfg.steps), desc="train SmolLM2 draft", disable=not progress)
-    draft.train()
-    for step in bar:
+
+    def next_token_loss(step):
         rows = []
         for i in range(cfg.batch_size):  # half code, half English
             src = code if i % 2 == 0 else text
@@ -188,14 +196,9 @@ def smollm2_draft(target, tok, held_out: list[str] = (), progress: bool = True):
         batch = torch.stack(rows)
         hidden, _ = draft.features(batch[:, :-1])
         logits = hidden.flatten(0, 1) @ draft.head.weight[used].T
-        loss = F.cross_entropy(logits.float(), remap[batch[:, 1:].flatten()])
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        return F.cross_entropy(logits.float(), remap[batch[:, 1:].flatten()])
+
+    _train(draft, cfg, next_token_loss, "train SmolLM2 draft", "loss", progress)
     save(draft.eval(), out)
     return draft
 
