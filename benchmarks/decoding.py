@@ -233,7 +233,8 @@ def setting_smollm2(args):
     path = resolve_source("smollm2")
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                               torch_dtype=torch.float32).eval()
-    draft = smollm2_draft(target, tok, held_out=text_prompts(max(args.batches)))
+    texts = text_prompts(max(args.batches))
+    draft = smollm2_draft(target, tok, held_out=texts)  # the prompts stay out of its training
     folder = Path(tempfile.mkdtemp(prefix="seqlab-decoding-"))
     export_hf(draft, folder / "draft")
     hf_draft = AutoModelForCausalLM.from_pretrained(folder / "draft").eval()
@@ -243,10 +244,10 @@ def setting_smollm2(args):
     configs.insert(2, ("depth 4", f"speculative chain (self-draft, {keep} layers), gamma 4",
                        "speculative", {"draft": self_draft, "gamma": CHAIN_DEPTH}, False))
     rows = []
-    for kind, texts in (("text", text_prompts(max(args.batches))),
-                        ("code", [b.decode("utf-8", "replace") for b in
-                                  code_prompts(max(args.batches), 1200)])):
-        prompts_all = [tok.encode(t)[-args.prompt_tokens:] for t in texts]
+    for kind, sources in (("text", texts),
+                          ("code", [b.decode("utf-8", "replace") for b in
+                                    code_prompts(max(args.batches), 1200)])):
+        prompts_all = [tok.encode(t)[-args.prompt_tokens:] for t in sources]
         for B in args.batches:
             prompts = prompts_all[:B]
             setting = f"smollm2 {kind}"
