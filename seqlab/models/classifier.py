@@ -20,15 +20,13 @@ from typing import Literal
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import Tensor, nn
 
 from seqlab.config import Config, ConfigError, require
 from seqlab.errors import CheckpointError
+from seqlab.models.io import CONFIG, WEIGHTS, write_folder
 from seqlab.models.lm import LM, LMConfig
-
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -97,14 +95,7 @@ class SequenceClassifier(nn.Module):
 
 def save_classifier(model: SequenceClassifier, path: str | os.PathLike) -> Path:
     """Write ``model`` to folder ``path`` as safetensors + JSON config (atomic renames)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp_w, tmp_c = path / (WEIGHTS + ".tmp"), path / (CONFIG + ".tmp")
-    save_model(model, str(tmp_w))
-    tmp_c.write_text(json.dumps({"kind": "classifier", "config": model.cfg.to_dict()}, indent=2))
-    os.replace(tmp_w, path / WEIGHTS)
-    os.replace(tmp_c, path / CONFIG)
-    return path
+    return write_folder(model, path, "classifier")
 
 
 def load_classifier(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> SequenceClassifier:

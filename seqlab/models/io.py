@@ -24,11 +24,18 @@ CONFIG = "config.json"
 
 def save(model: LM, path: str | os.PathLike) -> Path:
     """Write ``model`` to folder ``path`` (created if needed); returns the folder."""
+    return write_folder(model, path, "lm")
+
+
+def write_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str) -> Path:
+    """Weights (safetensors) and ``{"kind": kind, "config": model.cfg}`` (JSON) into folder
+    ``path``: each written to a temporary file, fsynced, then renamed into place, so an
+    interrupted save never leaves a half-written file under the real name."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tmp_w, tmp_c = path / (WEIGHTS + ".tmp"), path / (CONFIG + ".tmp")
     save_model(model, str(tmp_w))
-    tmp_c.write_text(json.dumps({"kind": "lm", "config": model.cfg.to_dict()}, indent=2))
+    tmp_c.write_text(json.dumps({"kind": kind, "config": model.cfg.to_dict()}, indent=2))
     for tmp in (tmp_w, tmp_c):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
