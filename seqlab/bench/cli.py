@@ -23,30 +23,26 @@ SMOKE = {"steps": 8, "batch_size": 8, "warmup": 2, "eval_batches": 2, "eval_batc
 SECTIONS = ("probe", "model", "train")
 
 
-def _int_list(text: str | None, flag: str, minimum: int = 1) -> tuple[int, ...]:
+def _number_list(text: str | None, flag: str, convert, allowed, expected: str, example: str) -> tuple:
+    """``text`` split at commas and converted; () when the flag was not given."""
     if text is None:
         return ()
     try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
+        values = tuple(convert(p) for p in text.split(",") if p.strip())
     except ValueError:
         values = ()
-    if not values or any(v < minimum for v in values):
-        raise ConfigError(f"{flag} {text!r} is not allowed: expected comma-separated ints >= "
-                            f"{minimum}, e.g. {flag} 32,64")
+    if not values or not all(allowed(v) for v in values):
+        raise ConfigError(f"{flag} {text!r} is not allowed: expected comma-separated {expected}, "
+                            f"e.g. {flag} {example}")
     return values
+
+
+def _int_list(text: str | None, flag: str, minimum: int = 1) -> tuple[int, ...]:
+    return _number_list(text, flag, int, lambda v: v >= minimum, f"ints >= {minimum}", "32,64")
 
 
 def _float_list(text: str | None, flag: str) -> tuple[float, ...]:
-    if text is None:
-        return ()
-    try:
-        values = tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        values = ()
-    if not values or any(not v > 0 for v in values):
-        raise ConfigError(f"{flag} {text!r} is not allowed: expected comma-separated positive numbers, "
-                            f"e.g. {flag} 1e-3,1e-2")
-    return values
+    return _number_list(text, flag, float, lambda v: v > 0, "positive numbers", "1e-3,1e-2")
 
 
 def sweep_from_args(args: argparse.Namespace):
