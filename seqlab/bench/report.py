@@ -2,7 +2,8 @@
 
 Plots, per probe: accuracy at the trained length against model dimension,
 one line per mixer (a panel per training length), or a bar per mixer when
-the sweep has one width and length; and, when cells were tested at several
+the sweep has one width and length (none for one width trained at several
+lengths: the length plot shows it); and, when cells were tested at several
 lengths, accuracy against test length, one line per mixer (a panel per
 dimension). Where a cell was trained
 at several learning rates the plots use its best one (the table shows all,
@@ -258,14 +259,19 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
             parts.append("No cell finished, so there is nothing to plot.")
             continue
         # A line needs two points: one width gives a bar per mixer, one length no length plot.
-        if len({(r["dim"], r["seq_len"]) for r in ok}) > 1:
-            png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
-            parts += [f"![{probe}: accuracy vs model dimension]({png.name})", ""]
-        else:
+        # One width trained at several lengths is all in the length plot, where each line
+        # starts at its trained length; single points against width would say nothing more.
+        several_lengths = len({e["seq_len"] for r in ok for e in r.get("by_length", [])}) > 1
+        one_dim = len({r["dim"] for r in ok}) == 1
+        if len({(r["dim"], r["seq_len"]) for r in ok}) == 1:
             png = plot_accuracy_by_mixer(ok, out / f"{probe}-accuracy-by-mixer.png")
             parts += [f"![{probe}: accuracy by mixer]({png.name})", ""]
-        files.plots.append(png)
-        if len({e["seq_len"] for r in ok for e in r.get("by_length", [])}) > 1:
+            files.plots.append(png)
+        elif not (one_dim and several_lengths):
+            png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
+            parts += [f"![{probe}: accuracy vs model dimension]({png.name})", ""]
+            files.plots.append(png)
+        if several_lengths:
             png = plot_accuracy_vs_length(ok, out / f"{probe}-accuracy-vs-length.png")
             files.plots.append(png)
             parts.append(f"![{probe}: accuracy vs test length]({png.name})")

@@ -100,3 +100,15 @@ def test_cells_with_different_model_options_are_separate_series():
     assert [names[id(r)] for r in recs] == ["mamba", "mamba (d_state=4)", "mamba (mlp_hidden=0)", "lstm"]
     table = markdown_table(recs)
     assert "| mamba (d_state=4) | 64 |" in table and "| mamba (mlp_hidden=0) | 64 |" in table
+
+
+def test_one_width_trained_at_several_lengths_gets_only_the_length_plot(tmp_path):
+    recs = [record("a", 64, 0, 0.9, lengths=(16, 64)), {**record("a", 64, 0, 0.5, lengths=(32, 64)), "key": "b"}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    files = write_report(path)
+    assert [p.name for p in files.plots] == ["p-accuracy-vs-length.png"]
+    # with a second width the accuracy-vs-width plot is back
+    path.write_text(path.read_text() + json.dumps({**record("a", 32, 0, 0.7), "key": "c"}) + "\n")
+    assert sorted(p.name for p in write_report(path).plots) == [
+        "p-accuracy-vs-dim.png", "p-accuracy-vs-length.png"]
