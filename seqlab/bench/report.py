@@ -59,17 +59,30 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Options that change only speed or how a cell is scored, never what was trained; lr is
+# not here because best_over_lr chooses among learning rates, and seq_len is a column.
+_NOT_RECIPE = {"model": ("scan", "chunk_size"),
+               "train": ("lr", "precision", "eval_batches", "eval_batch_size", "check_every",
+                         "check_batches"),
+               "probe_params": ("seq_len",)}
+
+
 def _options(record: dict) -> dict:
-    """The model options of a cell, flattened, without the ones that only change speed."""
-    speed_only = ("scan", "chunk_size")
-    return {k: v for k, v in _flat(record.get("config", {}).get("model", {})).items()
-            if k.rsplit(".", 1)[-1] not in speed_only}
+    """The recipe of a cell beyond mixer, width and length, flattened: its model options,
+    training options and probe parameters, without the ones in ``_NOT_RECIPE``."""
+    config = record.get("config", {})
+    out = {}
+    for part, ignored in _NOT_RECIPE.items():
+        out.update({f"{part}.{k}": v for k, v in _flat(config.get(part, {})).items()
+                    if k.rsplit(".", 1)[-1] not in ignored})
+    return out
 
 
 def series_names(records: list[dict]) -> dict[int, str]:
-    """A name per record for tables and legends: the mixer, plus the model options that differ
-    between cells of the same mixer (e.g. ``mamba (mlp_hidden=0, d_state=4)``), so that
-    different recipes are separate lines rather than one line with a wide error bar."""
+    """A name per record for tables and legends: the mixer, plus the recipe options (model,
+    training or probe) that differ between cells of the same mixer (e.g. ``mamba
+    (mlp_hidden=0, d_state=4)`` or ``attention (steps=4500)``), so that different recipes
+    are separate lines rather than one line with a wide error bar."""
     by_mixer: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_mixer[r["mixer"]].append(r)
@@ -85,15 +98,14 @@ def series_names(records: list[dict]) -> dict[int, str]:
 
 
 def best_over_lr(records: list[dict]) -> list[dict]:
-    """Of the finished records that differ only in learning rate, the most accurate one each."""
+    """Of the finished records whose recipes differ only in learning rate (or in how they
+    were scored), the most accurate one each."""
     best: dict[str, dict] = {}
     for r in records:
         if r["status"] != "ok":
             continue
-        config = dict(r.get("config", {}))
-        config["train"] = {k: v for k, v in config.get("train", {}).items() if k != "lr"}
         group = json.dumps([r["probe"], r["mixer"], r["dim"], r["layers"], r["seq_len"], r["seed"],
-                            config], sort_keys=True)
+                            _options(r)], sort_keys=True)
         acc = r.get("metrics", {}).get("accuracy", -1.0)
         if group not in best or acc > best[group].get("metrics", {}).get("accuracy", -1.0):
             best[group] = r

@@ -112,3 +112,19 @@ def test_one_width_trained_at_several_lengths_gets_only_the_length_plot(tmp_path
     path.write_text(path.read_text() + json.dumps({**record("a", 32, 0, 0.7), "key": "c"}) + "\n")
     assert sorted(p.name for p in write_report(path).plots) == [
         "p-accuracy-vs-dim.png", "p-accuracy-vs-length.png"]
+
+
+def test_cells_trained_differently_are_separate_series_but_learning_rates_are_not():
+    def rec(key, train, probe_params, acc):
+        return {**record("icll", 64, 0, acc), "key": key,
+                "config": {"train": {"eval_batches": 4, **train}, "probe_params": probe_params}}
+
+    recs = [rec("a", {"steps": 1500, "lr": 1e-3}, {"seq_len": 16}, 0.6),
+            rec("b", {"steps": 4500, "lr": 1e-3}, {"seq_len": 16}, 0.9),
+            rec("c", {"steps": 1500, "lr": 1e-2, "eval_batches": 8}, {"seq_len": 16}, 0.7),
+            rec("d", {"steps": 1500, "lr": 1e-3}, {"seq_len": 16, "num_pairs": 4}, 0.2)]
+    names = series_names(recs)
+    assert [names[id(r)] for r in recs] == [
+        "icll (steps=1500)", "icll (steps=4500)", "icll (steps=1500)", "icll (num_pairs=4, steps=1500)"]
+    # one point per recipe: the 1500-step cells differ only in lr and how they were scored
+    assert sorted(r["key"] for r in best_over_lr(recs)) == ["b", "c", "d"]
