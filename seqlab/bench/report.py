@@ -151,7 +151,8 @@ def _figure(panels: dict, title: str, xlabel: str, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     keys = sorted(panels)
-    fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
+    lines = max(len(panels[k]) for k in keys)
+    fig = Figure(figsize=(4.2 * len(keys), 3.4 + 0.22 * lines), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
@@ -163,17 +164,26 @@ def _figure(panels: dict, title: str, xlabel: str, path: Path) -> Path:
             ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ticks = sorted({x for series in panels[key].values() for x in series})
-        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xticks(ticks, [str(t) for t in ticks], rotation=45 if len(ticks) > 6 else 0)
         ax.minorticks_off()
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: no curve hidden
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _by_panel(records: list[dict], key) -> dict:
+    """Records grouped by panel. Series are named within a panel, so a legend names only the
+    options that differ between its own lines (not, say, the steps that came with a length)."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return groups
 
 
 def _nested() -> dict:
@@ -184,10 +194,11 @@ def plot_accuracy_vs_dim(records: list[dict], path: Path) -> Path:
     """Accuracy at the trained length against model dimension: a line per mixer, a panel per
     training length."""
     panels = _nested()
-    names = series_names(records)
-    for r in records:
-        if r["status"] == "ok" and "accuracy" in r.get("metrics", {}):
-            key = (r["seq_len"], f"trained at length {r['seq_len']}", None)
+    ok = [r for r in records if r["status"] == "ok" and "accuracy" in r.get("metrics", {})]
+    for key, recs in _by_panel(ok, lambda r: (r["seq_len"], f"trained at length {r['seq_len']}",
+                                               None)).items():
+        names = series_names(recs)
+        for r in recs:
             panels[key][names[id(r)]][r["dim"]].append(r["metrics"]["accuracy"])
     return _figure(panels, f"{records[0]['probe']}: accuracy vs model dimension", "model dimension",
                    path)
@@ -197,14 +208,15 @@ def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
     """Accuracy against test length: a line per mixer, a panel per (dim, training length);
     a dotted line marks the training length."""
     panels = _nested()
-    names = series_names(records)
-    for r in records:
-        if r["status"] != "ok":
-            continue
-        key = ((r["dim"], r["seq_len"]), f"d={r['dim']}, trained at {r['seq_len']}", r["seq_len"])
-        for e in r.get("by_length", []):
-            if "accuracy" in e:
-                panels[key][names[id(r)]][e["seq_len"]].append(e["accuracy"])
+    ok = [r for r in records if r["status"] == "ok"]
+    for key, recs in _by_panel(ok, lambda r: ((r["dim"], r["seq_len"]),
+                                               f"d={r['dim']}, trained at {r['seq_len']}",
+                                               r["seq_len"])).items():
+        names = series_names(recs)
+        for r in recs:
+            for e in r.get("by_length", []):
+                if "accuracy" in e:
+                    panels[key][names[id(r)]][e["seq_len"]].append(e["accuracy"])
     return _figure(panels, f"{records[0]['probe']}: accuracy vs test length", "test length", path)
 
 
