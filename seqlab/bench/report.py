@@ -240,6 +240,10 @@ def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
     ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize="small")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy")
+    if max(len(n) for n in names) > 12:  # recipe names such as "mamba (batch_size=256)" collide
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
     r = records[0]
     ax.set_title(f"{r['probe']}: d={r['dim']}, length {r['seq_len']}")
     ax.grid(alpha=0.3, axis="y")
