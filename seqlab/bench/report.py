@@ -226,17 +226,15 @@ def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     by: dict[str, list[float]] = defaultdict(list)
-    names = series_names(records)
+    series = series_names(records)
     for r in records:
         if "accuracy" in r.get("metrics", {}):
-            by[names[id(r)]].append(r["metrics"]["accuracy"])
-    names = sorted(by)
-    means = [sum(by[m]) / len(by[m]) for m in names]
-    err = [[m - min(by[n]) for m, n in zip(means, names)], [max(by[n]) - m for m, n in zip(means, names)]]
+            by[series[id(r)]].append(r["metrics"]["accuracy"])
+    names, means, lo, hi = _series(by)
     fig = Figure(figsize=(1.2 * len(names) + 2.5, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    bars = ax.bar(names, means, yerr=err, capsize=3, color="tab:blue")
+    bars = ax.bar(names, means, yerr=[lo, hi], capsize=3, color="tab:blue")
     ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize="small")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy")
