@@ -62,6 +62,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.train_len, args.lengths, args.depths = "4,4/32", 16, "16,32", "0,1"
         args.steps, args.continue_steps, args.eval_batches = 20, 10, 1
+    try:
+        args.runs = [(int(d), int(n) if n else None)
+                     for d, _, n in (spec.partition("/") for spec in args.runs.split(","))]
+        args.lengths = [int(x) for x in args.lengths.split(",")]
+        args.depths = [float(x) for x in args.depths.split(",")]
+    except ValueError as e:
+        ap.error(f"{e}: --runs takes D or D/L entries (e.g. 16,4,16/256), --lengths ints, "
+                 "--depths numbers in [0, 1], all comma-separated")
     return args
 
 
@@ -148,13 +156,10 @@ def plot(runs: list[dict], depths: list[float], path: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)  # the numbers in docs/results.md are single-threaded
-    lengths = [int(x) for x in args.lengths.split(",")]
-    depths = [float(x) for x in args.depths.split(",")]
+    lengths, depths = args.lengths, args.depths
     runs = []
     trained: dict[int, tuple] = {}   # d_state -> (model, fit) at --train-len, shared by its D/L runs
-    for spec in args.runs.split(","):
-        d_state, _, longer = spec.partition("/")
-        d_state = int(d_state)
+    for d_state, longer in args.runs:
         t0 = time.perf_counter()
         if d_state not in trained:
             trained[d_state] = train(cell_for(d_state, args.train_len, args.steps))
@@ -163,9 +168,9 @@ def main(argv=None) -> None:
         if longer:
             model = copy.deepcopy(model)
             model.train()
-            fit = train(cell_for(d_state, int(longer), args.continue_steps), model)[1]
-            name, trained_to = f"{name}, +{fit.steps} steps at {longer}", int(longer)
-            steps.append((int(longer), fit.steps))
+            fit = train(cell_for(d_state, longer, args.continue_steps), model)[1]
+            name, trained_to = f"{name}, +{fit.steps} steps at {longer}", longer
+            steps.append((longer, fit.steps))
         model.eval()
         runs.append({"name": name, "d_state": d_state, "trained_to": trained_to, "lengths": lengths,
                      "steps_at_length": steps, "train_s": fit.train_s,
