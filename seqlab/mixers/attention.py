@@ -33,24 +33,93 @@ _TORCH_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 
 _SELECT_SLACK = 32  # free slots a selected cache keeps (see KVCache.select)
 
 
-@dataclass(frozen=True)
-class KVCache(State):
-    """Key/value cache: buffers ``(B, H_kv, capacity, Dh)`` and per-row lengths.
+class KVBuffer:
+    """The storage behind KV caches: ``(B, H_kv, capacity, Dh)`` keys and values, and who wrote them.
 
-    Row ``b`` holds valid entries at ``[:, :lengths[b]]``; the rest of the
-    buffer is scratch. A forward call writes its new keys at each row's
-    length (in place, past the live region) and returns a state with longer
-    lengths that shares the buffer. The earlier state is therefore still a
-    valid snapshot, and ``truncate`` rewinds by lowering lengths. Two live
-    continuations of one state must not share a buffer: branch with
-    ``select`` or ``clone``, which copy.
+    Caches that share a buffer are values only if nobody writes where another still reads.
+    The buffer records, per row, how far it has been written (``written``), a counter bumped
+    at every write (``version``) and every rewrite -- a write that started below ``written``
+    -- as ``(version, start)``. A cache made by a write carries the row versions it saw, and
+    ``KVCache.truncate`` keeps them, so a cache is the *tip* of a row when no write came after
+    it. Continuing a cache then (``Attention._append``):
+
+    * past everything written, or from the tip (a rollback): in place;
+    * from an older cache whose row another continuation has written past (two branches of
+      one state): copy-on-write, a fresh buffer;
+    * from a cache whose own entries a rewrite has since replaced: ``StateError``.
     """
 
-    k: Tensor
-    v: Tensor
+    __slots__ = ("k", "v", "written", "version", "rewrites")
+
+    def __init__(self, k: Tensor, v: Tensor, written: Sequence[int]):
+        self.k, self.v = k, v
+        self.written = list(written)
+        self.version = [0] * len(self.written)
+        self.rewrites: list[list[tuple[int, int]]] = [[] for _ in self.written]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    def stale_row(self, lengths: Sequence[int], versions: Sequence[int]) -> int | None:
+        """The first row whose entries below ``lengths`` were rewritten after ``versions``."""
+        for b, (n, ver) in enumerate(zip(lengths, versions)):
+            for at, start in reversed(self.rewrites[b]):
+                if at <= ver:
+                    break
+                if start < n:
+                    return b
+        return None
+
+    def owns(self, lengths: Sequence[int], versions: Sequence[int]) -> bool:
+        """Whether a cache at ``lengths``/``versions`` may write in place past its lengths."""
+        return all(w <= n or ver == cur for n, ver, w, cur
+                   in zip(lengths, versions, self.written, self.version))
+
+    def wrote(self, starts: Sequence[int], ends: Sequence[int]) -> tuple[int, ...]:
+        """Record writes of rows ``[starts[b], ends[b])``; returns the new row versions."""
+        for b, (s0, e) in enumerate(zip(starts, ends)):
+            if e == s0:
+                continue
+            self.version[b] += 1
+            if s0 < self.written[b]:
+                self.rewrites[b].append((self.version[b], s0))
+            self.written[b] = max(self.written[b], e)
+        return tuple(self.version)
+
+
+@dataclass(frozen=True, eq=False)
+class KVCache(State):
+    """Key/value cache: a shared ``KVBuffer`` and per-row lengths (and the row versions seen).
+
+    Row ``b`` holds valid entries at ``[:, :lengths[b]]``; the rest of the buffer is scratch.
+    A forward call writes its new keys at each row's length and returns a state with longer
+    lengths that shares the buffer, so the earlier state is still a valid snapshot and
+    ``truncate`` rewinds by lowering lengths. The buffer knows how far it was written, so two
+    continuations of one state never overwrite each other: the second copies (see
+    ``KVBuffer``). ``select``, ``clone`` and ``cat`` always copy.
+    """
+
+    buf: KVBuffer
     lengths: tuple[int, ...]
+    versions: tuple[int, ...]
 
     can_truncate: ClassVar[bool] = True
+
+    @classmethod
+    def fresh(cls, k: Tensor, v: Tensor, lengths: Sequence[int]) -> "KVCache":
+        """A cache over a new buffer holding ``k``, ``v`` (B, H_kv, capacity, Dh)."""
+        lengths = tuple(int(n) for n in lengths)
+        buf = KVBuffer(k, v, lengths)
+        return cls(buf, lengths, tuple(buf.version))
+
+    @property
+    def k(self) -> Tensor:
+        return self.buf.k
+
+    @property
+    def v(self) -> Tensor:
+        return self.buf.v
 
     @property
     def batch_size(self) -> int:
@@ -58,7 +127,16 @@ class KVCache(State):
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.buf.capacity
+
+    def check_fresh(self) -> None:
+        """Raise StateError if a rewrite replaced entries this cache still reads."""
+        b = self.buf.stale_row(self.lengths, self.versions)
+        if b is not None:
+            raise StateError(
+                f"row {b} of this attention cache was overwritten: a shorter state rewound from "
+                "it (truncate, keep) has since been continued in place. To continue both, "
+                "clone the longer state before rewinding it (state.clone())")
 
     def live_tensors(self):
         """The valid cache entries, row by row (for comparisons and accounting)."""
@@ -69,19 +147,26 @@ class KVCache(State):
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.live_tensors())
 
+    def _map_tensors(self, fn) -> "KVCache":
+        hi = max(self.lengths, default=0)
+        return KVCache.fresh(fn(self.k[:, :, :hi]), fn(self.v[:, :, :hi]), self.lengths)
+
     def select(self, index) -> "KVCache":
+        self.check_fresh()
         idx = index.tolist() if isinstance(index, Tensor) else list(index)
         # Keep some free slots past the longest row: decoding selects and then appends a few
         # tokens (beam search, draft trees), and a full buffer would be reallocated at once.
         # The slots copied past a row's length are zeros or stale keys, never read unmasked.
         hi = min(self.capacity, max((self.lengths[i] for i in idx), default=0) + _SELECT_SLACK)
         t = torch.as_tensor(idx, dtype=torch.long, device=self.k.device)
-        return KVCache(self.k[:, :, :hi].index_select(0, t), self.v[:, :, :hi].index_select(0, t),
-                       tuple(self.lengths[i] for i in idx))
+        lengths = tuple(self.lengths[i] for i in idx)
+        return KVCache.fresh(self.k[:, :, :hi].index_select(0, t),
+                             self.v[:, :, :hi].index_select(0, t), lengths)
 
     def clone(self) -> "KVCache":
+        self.check_fresh()
         hi = max(self.lengths, default=0)
-        return KVCache(self.k[:, :, :hi].clone(), self.v[:, :, :hi].clone(), self.lengths)
+        return KVCache.fresh(self.k[:, :, :hi].clone(), self.v[:, :, :hi].clone(), self.lengths)
 
     def truncate(self, length: int | Sequence[int]) -> "KVCache":
         """Rewind every row to ``length`` tokens (an int, or one int per row)."""
@@ -94,29 +179,55 @@ class KVCache(State):
                                  "a cache can only rewind to a length between 0 and its own")
         return dataclasses.replace(self, lengths=new)
 
+    def writable(self, capacity: int = 0) -> "KVCache":
+        """This cache if it may write past its lengths in place and holds ``capacity`` slots,
+        else a copy of its live entries in a new buffer of at least ``capacity`` slots (zeros
+        past them: masked scratch must not hold NaN)."""
+        self.check_fresh()
+        if capacity <= self.capacity and self.buf.owns(self.lengths, self.versions):
+            return self
+        live = max(self.lengths, default=0)
+        cap = max(capacity, self.capacity, 64)
+        B, H, _, D = self.k.shape
+        k = self.k.new_zeros(B, H, cap, D)
+        v = self.v.new_zeros(B, H, cap, D)
+        k[:, :, :live] = self.k[:, :, :live]
+        v[:, :, :live] = self.v[:, :, :live]
+        return KVCache.fresh(k, v, self.lengths)
+
     def keep(self, start: Sequence[int], index: Sequence[Sequence[int]]) -> "KVCache":
         """Keep, per row b, only entries ``start[b] + index[b][i]`` past ``start[b]``, moved to
-        ``start[b] + i`` (tree verification keeps the accepted path). Writes into this buffer
-        past ``start``, so only states that end at or before ``start`` stay valid beside it."""
-        k, v = self.k, self.v
+        ``start[b] + i`` (tree verification keeps the accepted path). Moves entries inside the
+        buffer when this cache owns it (copies it first otherwise), so states longer than
+        ``start`` made before are refused afterwards."""
+        if any(s0 + len(idx) > n for s0, idx, n in zip(start, index, self.lengths)):
+            raise StateError("keep: an index reaches past a row's length")
+        cache = self.writable()
+        k, v = cache.k, cache.v
+        moved_from = list(cache.lengths)
         for b, (s0, idx) in enumerate(zip(start, index)):
             if list(idx) != list(range(len(idx))):
                 pos = torch.as_tensor([s0 + i for i in idx], device=k.device)
                 k[b, :, s0:s0 + len(idx)] = k[b, :, pos]
                 v[b, :, s0:s0 + len(idx)] = v[b, :, pos]
-        return KVCache(k, v, tuple(s0 + len(idx) for s0, idx in zip(start, index)))
+                moved_from[b] = s0
+        lengths = tuple(s0 + len(idx) for s0, idx in zip(start, index))
+        versions = cache.buf.wrote(moved_from, [max(e, m) for e, m in zip(lengths, moved_from)])
+        return KVCache(cache.buf, lengths, versions)
 
     @classmethod
     def cat(cls, states: Sequence["KVCache"]) -> "KVCache":
         if not states:
             raise StateError("KVCache.cat needs at least one cache")
+        for s in states:
+            s.check_fresh()
         hi = max(max(s.lengths, default=0) for s in states)
         ks, vs = [], []
         for s in states:
             pad = hi - min(s.capacity, hi)
             ks.append(F.pad(s.k[:, :, :hi], (0, 0, 0, pad)))
             vs.append(F.pad(s.v[:, :, :hi], (0, 0, 0, pad)))
-        return KVCache(torch.cat(ks), torch.cat(vs), sum((s.lengths for s in states), ()))
+        return KVCache.fresh(torch.cat(ks), torch.cat(vs), sum((s.lengths for s in states), ()))
 
 
 @dataclass(frozen=True)
@@ -164,8 +275,8 @@ class Attention(Mixer):
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> KVCache:
         shape = (batch_size, self.kv_heads, 0, self.head_dim)
         dev, dt = self._state_device(device), self._state_dtype(dtype)
-        return KVCache(torch.empty(shape, device=dev, dtype=dt),
-                       torch.empty(shape, device=dev, dtype=dt), (0,) * batch_size)
+        return KVCache.fresh(torch.empty(shape, device=dev, dtype=dt),
+                             torch.empty(shape, device=dev, dtype=dt), (0,) * batch_size)
 
     def state_size(self, seq_len: int) -> int:
         return 2 * self.kv_heads * self.head_dim * seq_len
@@ -194,7 +305,7 @@ class Attention(Mixer):
             # The training path: plain causal attention, the cache is k and v as they are.
             mask = None if self.cfg.window is None else self._mask(lengths, T, 0, T, x.device)
             y = self._sdpa(q, k, v, mask, is_causal=mask is None and T > 1)
-            new_state = KVCache(k, v, (T,) * B)
+            new_state = KVCache.fresh(k, v, (T,) * B)
         else:
             new_state = self._append(state, k, v)
             lo = 0 if self.cfg.window is None else max(0, min(lengths) - self.cfg.window + 1)
@@ -258,31 +369,31 @@ class Attention(Mixer):
 
     @staticmethod
     def _append(state: KVCache, k: Tensor, v: Tensor) -> KVCache:
-        """Write new keys/values at each row's length; grow the buffer when full."""
+        """Write new keys/values at each row's length, in place where ``state`` may (see
+        ``KVBuffer``); copy-on-write for a branch, a new buffer when full."""
         B, _, T, _ = k.shape
         lengths = state.lengths
         need = max(lengths) + T
+        ends = tuple(n + T for n in lengths)
         if torch.is_grad_enabled() and (k.requires_grad or state.k.requires_grad):
             # Training through a carried cache: build new tensors, no in-place writes
             # into tensors autograd has saved.
+            state.check_fresh()
             if min(lengths) == max(lengths):
                 n = lengths[0]
-                return KVCache(torch.cat([state.k[:, :, :n], k], 2), torch.cat([state.v[:, :, :n], v], 2),
-                               tuple(n + T for n in lengths))
+                return KVCache.fresh(torch.cat([state.k[:, :, :n], k], 2),
+                                     torch.cat([state.v[:, :, :n], v], 2), ends)
             rows_k, rows_v = [], []
             for b, n in enumerate(lengths):
                 pad = need - n - T
                 rows_k.append(F.pad(torch.cat([state.k[b, :, :n], k[b]], 1), (0, 0, 0, pad)))
                 rows_v.append(F.pad(torch.cat([state.v[b, :, :n], v[b]], 1), (0, 0, 0, pad)))
-            return KVCache(torch.stack(rows_k), torch.stack(rows_v), tuple(n + T for n in lengths))
+            return KVCache.fresh(torch.stack(rows_k), torch.stack(rows_v), ends)
+        if state.k.dtype != k.dtype:
+            state = state.to(k.dtype)
+        # a full buffer doubles, so appending token by token copies O(L) times in all
+        state = state.writable(need if need <= state.capacity else max(need, 2 * state.capacity))
         kbuf, vbuf = state.k, state.v
-        if need > state.capacity or kbuf.dtype != k.dtype:
-            cap = max(need, 2 * state.capacity, 64)
-            live = max(lengths)
-            kbuf = k.new_zeros(B, k.shape[1], cap, k.shape[3])  # zeros: masked scratch must not hold NaN
-            vbuf = v.new_zeros(B, v.shape[1], cap, v.shape[3])
-            kbuf[:, :, :live] = state.k[:, :, :live]
-            vbuf[:, :, :live] = state.v[:, :, :live]
         if min(lengths) == max(lengths):
             n = lengths[0]
             kbuf[:, :, n:n + T] = k
@@ -291,4 +402,4 @@ class Attention(Mixer):
             for b, n in enumerate(lengths):
                 kbuf[b, :, n:n + T] = k[b]
                 vbuf[b, :, n:n + T] = v[b]
-        return KVCache(kbuf, vbuf, tuple(n + T for n in lengths))
+        return KVCache(state.buf, ends, state.buf.wrote(lengths, ends))
