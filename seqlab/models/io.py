@@ -1,7 +1,10 @@
 """Save and load models: weights as safetensors, the config beside them as JSON.
 
 Both files are written to temporary names and renamed into place, so a crash
-mid-save leaves any earlier checkpoint in the folder intact.
+mid-save leaves any earlier checkpoint in the folder intact. A checksum
+manifest (``seqlab/integrity.py``) is written last; :func:`load` verifies it
+when present and refuses non-finite weights, so a damaged file is named
+instead of silently evaluating to NaN.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from safetensors.torch import load_model, save_model
 
 from seqlab.config import ConfigError
 from seqlab.errors import CheckpointError
+from seqlab.integrity import MANIFEST, check_manifest, has_manifest, write_manifest
 from seqlab.models.lm import LM, LMConfig
 
 WEIGHTS = "model.safetensors"
@@ -30,9 +34,12 @@ def save(model: LM, path: str | os.PathLike) -> Path:
 def write_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str) -> Path:
     """Weights (safetensors) and ``{"kind": kind, "config": model.cfg}`` (JSON) into folder
     ``path``: each written to a temporary file, fsynced, then renamed into place, so an
-    interrupted save never leaves a half-written file under the real name."""
+    interrupted save never leaves a half-written file under the real name. The checksum
+    manifest goes last; an old one is removed first so that it never describes a mix of old
+    and new files."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    (path / MANIFEST).unlink(missing_ok=True)
     tmp_w, tmp_c = path / (WEIGHTS + ".tmp"), path / (CONFIG + ".tmp")
     save_model(model, str(tmp_w))
     tmp_c.write_text(json.dumps({"kind": kind, "config": model.cfg.to_dict()}, indent=2))
@@ -41,7 +48,21 @@ def write_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str) -> 
             os.fsync(f.fileno())
     os.replace(tmp_w, path / WEIGHTS)
     os.replace(tmp_c, path / CONFIG)
+    write_manifest(path, [WEIGHTS, CONFIG])
     return path
+
+
+def verify_folder(path: str | os.PathLike) -> None:
+    """Check ``path`` against its checksum manifest (folders saved without one pass).
+
+    Raises:
+        CheckpointError: naming each damaged or missing file.
+    """
+    if has_manifest(path):
+        problems = check_manifest(path)
+        if problems:
+            raise CheckpointError("damaged checkpoint: " + "; ".join(problems) + ". Use an "
+                                  "earlier checkpoint or a backup copy; nothing was loaded")
 
 
 def load_config(path: str | os.PathLike) -> LMConfig:
@@ -54,12 +75,12 @@ def load_config(path: str | os.PathLike) -> LMConfig:
         raise CheckpointError(f"{path} has no {CONFIG}: not a seqlab checkpoint, or an "
                               "interrupted save")
     try:
-        data = json.loads(cfg_file.read_text())
+        data = json.loads(cfg_file.read_bytes().decode("utf-8"))
         return LMConfig.from_dict(data["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{cfg_file} is corrupt ({e}); restore it from a copy or retrain")
     except ConfigError as e:
         raise CheckpointError(f"{cfg_file} holds an invalid config: {e}")
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or not UTF-8
+        raise CheckpointError(f"{cfg_file} is corrupt ({e}); restore it from a copy or retrain")
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -68,8 +89,10 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
 
     Raises:
         CheckpointError: the folder, config or weights are missing, corrupt,
-            truncated, or do not match the config.
+            truncated, do not match the config or the checksum manifest, or hold
+            non-finite values.
     """
+    verify_folder(path)
     cfg = load_config(path)
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
@@ -83,6 +106,11 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         raise CheckpointError(
             f"{weights} does not match its config: missing {sorted(missing)[:5]}, unexpected "
             f"{sorted(unexpected)[:5]}")
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{weights} holds non-finite values (NaN or inf) in {name!r}: the "
+                                  "file is corrupt or was saved from a diverged model; use an "
+                                  "earlier checkpoint")
     model.to(device)
     if dtype is not None:
         model.to(dtype)
