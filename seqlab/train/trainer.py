@@ -4,6 +4,8 @@ AdamW with warm-up then cosine decay, gradient clipping and accumulation,
 bfloat16 autocast where the device supports it, optional torch.compile,
 periodic evaluation in bits per byte, a progress bar, JSON-lines metrics
 (and TensorBoard when installed), atomic checkpoints and exact resume.
+One process at a time trains in a run folder (an OS lock, ``lock.py``);
+Ctrl-C or SIGTERM stops at a checkpoint (``signals.py``).
 
 Exact resume: a batch depends only on (seed, step) (see ``Corpus.batch``),
 and a checkpoint holds the model, the optimizer, the step and the random
@@ -14,9 +16,9 @@ that never stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import signal
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +35,13 @@ from seqlab.models.lm import LM
 from seqlab.tasks.corpus import Corpus, DataError, load_corpus
 from seqlab.tokenizer import load_tokenizer
 from seqlab.train import distributed as D
-from seqlab.train.checkpoint import latest_checkpoint, load_trainer_state, write_checkpoint
+from seqlab.train.checkpoint import clean_leftovers, latest_checkpoint, link_latest, \
+    list_checkpoints, load_resume_checkpoint, resolve_model_dir, set_aside, step_of, \
+    write_checkpoint
 from seqlab.train.config import RunConfig, TrainConfig
+from seqlab.train.lock import RunLock
+from seqlab.train.metrics import MetricsLog, repair_metrics
+from seqlab.train.signals import StopFlag
 
 
 @dataclass
@@ -45,6 +52,7 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
     message: str = ""
+    signal: int | None = None                   # the signal that interrupted the run
 
 
 def resolve_device(name: str, info: D.DistInfo | None = None) -> torch.device:
@@ -137,30 +145,6 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 class Trainer:
     """Trains ``run.model`` on ``run.data`` as ``run.train`` says, in ``run.out_dir``.
 
@@ -184,46 +168,29 @@ class Trainer:
             raise ConfigError(f"TrainConfig.batch_size = {self.cfg.batch_size} is not allowed: expected "
                               f"a multiple of processes x grad_accum = {shares}")
         self.step, trainer_state = 0, None   # optimizer steps completed
-        ckpt = latest_checkpoint(self.out)
-        # The tokenizer comes from the checkpoint when resuming, from the pretrained model with
-        # --init, else from the data config (bytes, or a BPE trained on the data).
-        tokenizer, init_model = None, None
-        if ckpt is not None and resume:
-            tokenizer = load_tokenizer(ckpt) if (ckpt / "tokenizer.json").is_file() else None
-        elif run.init is not None and model is None:
-            from seqlab.models.pretrained import load_pretrained
-
-            init_model, tokenizer = load_pretrained(run.init)
-        if corpus is None:
-            if self.info.is_main:
-                corpus = load_corpus(run.data, progress=progress, tokenizer=tokenizer)
-            D.barrier(self.info)
-            if not self.info.is_main:
-                corpus = load_corpus(run.data, progress=False, tokenizer=tokenizer)
-        self.corpus = corpus
-        if ckpt is not None and not resume:
-            raise CheckpointError(
-                f"{self.out} already holds a run (latest checkpoint {ckpt.name}); pass --resume to "
-                "continue it, or choose another --out. Nothing was overwritten.")
-        if resume and ckpt is None:
-            raise CheckpointError(f"--resume: {self.out} holds no checkpoint to resume from")
-        if ckpt is not None:
-            saved = RunConfig.from_dict(yaml.safe_load((self.out / "config.yaml").read_text()))
-            self._check_same_run(saved)
-            model = load(ckpt, device=self.device)
-            trainer_state = load_trainer_state(ckpt)
-            self.step = trainer_state["step"]
-        elif init_model is not None:
-            model = init_model
-        elif model is None:
-            torch.manual_seed(self.cfg.seed)
-            model = LM(self._model_config())
+        self.notes: list[str] = []           # what set-up had to repair, told to the user
+        # The lock comes first: every check and repair below relies on no other writer.
+        created = not self.out.exists()
+        self._lock = RunLock.acquire(self.out) if self.info.is_main else None
+        try:
+            model, trainer_state, ckpt = self._set_up(run, resume, corpus, model, progress)
+        except BaseException:
+            self.close()
+            if created and self.info.is_main:
+                _remove_if_only_lock(self.out)
+            raise
         self.model = model.to(self.device)
         self.model_cfg = self.model.cfg
         self.opt = make_optimizer(self.model, self.cfg)
         if trainer_state is not None:
-            self.opt.load_state_dict(trainer_state["optimizer"])
-            torch.set_rng_state(trainer_state["rng"])
+            try:
+                self.opt.load_state_dict(trainer_state["optimizer"])
+                torch.set_rng_state(trainer_state["rng"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                self.close()
+                raise CheckpointError(f"{ckpt}: the trainer state does not fit the model "
+                                      f"({type(e).__name__}: {e}); the checkpoint is damaged or "
+                                      "of another seqlab") from None
         self.forward = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -234,6 +201,60 @@ class Trainer:
             self.forward = torch.compile(self.forward)
 
     # -- set-up helpers ----------------------------------------------------------
+    def _set_up(self, run: RunConfig, resume: bool, corpus: Corpus | None, model: LM | None,
+                progress: bool):
+        """(model, trainer state or None, checkpoint or None); loads the corpus."""
+        if self.info.is_main:
+            clean_leftovers(self.out)   # safe: the lock says their writers are dead
+        ckpts = list_checkpoints(self.out)
+        if ckpts and not resume:
+            raise CheckpointError(
+                f"{self.out} already holds a run (latest checkpoint {ckpts[-1].name}); pass --resume "
+                "to continue it, or choose another --out. Nothing was overwritten.")
+        ckpt = trainer_state = None
+        if resume:
+            # Rank 0 picks (and sets damaged ones aside) before the others look.
+            if self.info.is_main:
+                ckpt, model, trainer_state = self._resume_checkpoint()
+            D.barrier(self.info)
+            if not self.info.is_main:
+                ckpt, model, trainer_state, _ = load_resume_checkpoint(self.out, self.device)
+            self.step = trainer_state["step"]
+        # The tokenizer comes from the checkpoint when resuming, from the pretrained model with
+        # --init, else from the data config (bytes, or a BPE trained on the data).
+        tokenizer, init_model = None, None
+        if ckpt is not None:
+            tokenizer = load_tokenizer(ckpt) if (ckpt / "tokenizer.json").is_file() else None
+        elif run.init is not None and model is None:
+            init_model, tokenizer = _load_init(run.init)
+        if corpus is None:
+            if self.info.is_main:
+                corpus = load_corpus(run.data, progress=progress, tokenizer=tokenizer)
+            D.barrier(self.info)
+            if not self.info.is_main:
+                corpus = load_corpus(run.data, progress=False, tokenizer=tokenizer)
+        self.corpus = corpus
+        if ckpt is not None:
+            self._check_same_run(_read_run_config(self.out))
+        elif init_model is not None:
+            model = init_model
+        elif model is None:
+            torch.manual_seed(self.cfg.seed)
+            model = LM(self._model_config())
+        return model, trainer_state, ckpt
+
+    def _resume_checkpoint(self):
+        ckpt, model, state, skipped = load_resume_checkpoint(self.out, self.device)
+        if skipped:
+            for damaged in list_checkpoints(self.out):
+                if step_of(damaged) > step_of(ckpt):
+                    set_aside(damaged)   # kept for inspection; no longer the run's newest
+            self.notes.append(f"resuming from {ckpt.name}, the newest intact checkpoint; newer ones "
+                              "were damaged and are kept as checkpoints/damaged-step-N: "
+                              + " | ".join(skipped))
+        link_latest(self.out, ckpt)   # it may have been lost, or point at a damaged one
+        return ckpt, model, state
+
     def _model_config(self):
         m = self.run.model
         if m.vocab_size != self.corpus.vocab_size:
@@ -263,8 +284,13 @@ class Trainer:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict()}
-            (self.out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        log = _MetricsLog(self.out, enabled=info.is_main)
+            _write_atomic(self.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            # Records past the step we start from are logged again below; a torn line goes.
+            repair_metrics(self.out / "metrics.jsonl", self.step)
+            for note in self.notes:
+                print(f"seqlab train: {note}", file=sys.stderr)
+            self.notes = []
+        log = MetricsLog(self.out, enabled=info.is_main)
         result = TrainResult(step=self.step, stopped="done")
         tokens_per_step = cfg.batch_size * cfg.seq_len
         micro = cfg.batch_size // (info.world * cfg.grad_accum)
@@ -280,7 +306,7 @@ class Trainer:
         last_bpb = None
         step = self.step
         self.model.train()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while step < cfg.steps:
                 t0 = time.perf_counter()
                 for g in self.opt.param_groups:
@@ -345,7 +371,7 @@ class Trainer:
                     result.stopped = "paused"
                     break
                 if stop.requested:
-                    result.stopped = "interrupted"
+                    result.stopped, result.signal = "interrupted", stop.signum
                     result.message = (f"interrupted at step {step}; checkpoint saved in "
                                       f"{result.checkpoint}. Resume with: seqlab train --resume "
                                       f"--out {self.out}")
@@ -354,9 +380,20 @@ class Trainer:
                     result.stopped = "time_limit"
                     result.message = f"time limit of {cfg.time_limit:.0f} s reached at step {step}"
                     break
+        if stop.aborted is not None:   # a second Ctrl-C or SIGTERM: stopped at once, unsaved
+            ck = latest_checkpoint(self.out)
+            result.stopped, result.signal, result.checkpoint = "interrupted", stop.aborted, None
+            result.message = (f"interrupted twice: stopped at once at step {self.step}; the newest "
+                              f"checkpoint is {ck or '(none yet)'}. Resume with: seqlab train "
+                              f"--resume --out {self.out}")
         bar.close()
         log.close()
         return result
+
+    def close(self) -> None:
+        """Release the run folder's lock (also released when the process exits)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.model, self.corpus, self.cfg.seq_len, self.cfg.eval_tokens,
@@ -383,36 +420,60 @@ def _tokenizer_files(corpus: Corpus) -> dict[str, Path]:
     return {p.name: p for p in tmp.iterdir()}
 
 
-class _MetricsLog:
-    """JSON lines in ``metrics.jsonl``, mirrored to TensorBoard when it is installed."""
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (a kill never tears it)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
-    def __init__(self, out: Path, enabled: bool):
-        self.enabled = enabled
-        self.f = open(out / "metrics.jsonl", "a") if enabled else None
-        self.tb = None
-        if enabled:
-            import importlib.util
 
-            if importlib.util.find_spec("tensorboard") is not None:
-                from torch.utils.tensorboard import SummaryWriter
+def _read_run_config(out: Path) -> RunConfig:
+    path = out / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the run's config is needed to resume; start "
+                              "a fresh run with another --out") from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}); restore it, or start a fresh run "
+                              "with another --out") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a run config (a mapping); restore it, or "
+                              "start a fresh run with another --out")
+    return RunConfig.from_dict(data)
 
-                self.tb = SummaryWriter(str(out / "tensorboard"))
 
-    def write(self, rec: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.f.write(json.dumps({"time": time.time(), **rec}) + "\n")
-        self.f.flush()
-        if self.tb is not None:
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"{rec['event']}/{k}", v, rec["step"])
+def _load_init(source: str):
+    """(model, tokenizer) to start from: a seqlab checkpoint or run folder, else a pretrained
+    source (alias, .gguf, Hugging Face folder)."""
+    p = Path(source)
+    if p.is_dir() and ((p / "checkpoints").is_dir() or _is_seqlab_model(p)):
+        folder = resolve_model_dir(p)
+        return load(folder), load_tokenizer(folder)
+    from seqlab.models.pretrained import load_pretrained
 
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
-        if self.tb is not None:
-            self.tb.close()
+    return load_pretrained(source)
+
+
+def _is_seqlab_model(folder: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_bytes()).get("kind") == "lm"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Undo the folder a failed start created (it holds only the lock file)."""
+    from seqlab.train.lock import LOCK_FILE
+
+    if folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+        (folder / LOCK_FILE).unlink()
+        folder.rmdir()
 
 
 def train(run: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -421,6 +482,7 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
     try:
         return trainer.fit()
     finally:
+        trainer.close()
         D.teardown(trainer.info)
 
 

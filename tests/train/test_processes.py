@@ -1,4 +1,5 @@
-"""Tests that run real processes: kill -9 and resume, Ctrl-C, torchrun with 2 CPU processes."""
+"""Tests that run real processes: kill -9 and resume, Ctrl-C and SIGTERM, one writer per run
+folder, torchrun with 2 CPU processes."""
 
 import json
 import os
@@ -20,8 +21,20 @@ def losses(run_dir):
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["event"] == "train":
-            assert out.setdefault(r["step"], r["loss"]) == r["loss"]  # a replayed step repeats exactly
+            assert r["step"] not in out, f"step {r['step']} logged twice"  # resume drops replays
+            out[r["step"]] = r["loss"]
     return out
+
+
+def started_training(run):
+    try:
+        return (run / "metrics.jsonl").exists() and bool(losses(run))
+    except (json.JSONDecodeError, AssertionError):   # a line being written
+        return False
+
+
+def newest_step(run):
+    return int((run / "latest").resolve().name.split("-")[1])
 
 
 def env(tmp_path):
@@ -55,20 +68,82 @@ def test_kill_9_then_resume_matches_uninterrupted(small_corpus, tmp_path):
     assert res.returncode == 0, res.stderr
     got, want = losses(run), losses(tmp_path / "ref")
     assert got == want and len(want) == 40
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_ctrl_c_saves_and_says_how_to_resume(small_corpus, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_and_says_how_to_resume(small_corpus, tmp_path, sig, code):
     run = tmp_path / "run"
     p = subprocess.Popen(TRAIN + ["--data", str(small_corpus), "--steps", "100000", "--out", str(run)],
                          env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: (run / "metrics.jsonl").exists() and losses(run))
-    p.send_signal(signal.SIGINT)
+    assert wait_for(lambda: started_training(run))
+    p.send_signal(sig)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err
+    assert p.returncode == code, err
+    assert "Traceback" not in err
     assert "Resume with: seqlab train --resume" in out
     assert (run / "latest").exists()
-    step = int((run / "latest").resolve().name.split("-")[1])
+    step = newest_step(run)
     assert step >= 1 and max(losses(run)) == step
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(small_corpus, tmp_path):
+    run = tmp_path / "run"
+    p = subprocess.Popen(TRAIN + ["--data", str(small_corpus), "--steps", "100000", "--out", str(run),
+                                  "--set", "train.ckpt_every=1"],
+                         env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: started_training(run) and (run / "latest").exists())
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "Resume with: seqlab train --resume" in out + err
+    res = subprocess.run(TRAIN + ["--data", str(small_corpus), "--out", str(run), "--resume",
+                                  "--steps", str(newest_step(run) + 2)],
+                         env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr   # whatever the second Ctrl-C cut short resumes
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
+    run = tmp_path / "run"
+    # The default corpus (the standard library) is read and cached first: seconds of start-up.
+    p = subprocess.Popen(TRAIN + ["--steps", "5", "--out", str(run)], env=env(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: (run / ".lock").exists())
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "seqlab train: interrupted" in err
+    assert not (run / "checkpoints").exists()
+    corpora = tmp_path / "cache" / "corpora"
+    assert not [q for q in corpora.iterdir() if ".tmp" in q.name] if corpora.exists() else True
+
+
+def test_a_second_writer_exits_2_naming_the_folder_and_the_pid(small_corpus, tmp_path):
+    run = tmp_path / "run"
+    cmd = TRAIN + ["--data", str(small_corpus), "--out", str(run)]
+    first = subprocess.Popen(cmd + ["--steps", "100000"], env=env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: started_training(run) and (run / "latest").exists())
+        for extra in ([], ["--resume"]):
+            second = subprocess.run(cmd + ["--steps", "100000"] + extra, env=env(tmp_path),
+                                    capture_output=True, text=True, timeout=300)
+            assert second.returncode == 2, second.stderr
+            assert f"run folder {run} is in use: seqlab process PID {first.pid}" in second.stderr
+            assert "Traceback" not in second.stderr
+        assert first.poll() is None   # the first writer went on undisturbed
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    # Its exit freed the folder: a resume now runs.
+    res = subprocess.run(cmd + ["--resume", "--steps", str(newest_step(run) + 1)], env=env(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    losses(run)   # one record per step: the refused writers logged nothing
 
 
 @pytest.mark.slow

@@ -77,11 +77,12 @@ def test_resume_with_another_model_is_refused(small_corpus, tmp_path):
         Trainer(other, resume=True, progress=False)
 
 
-def test_corrupt_trainer_state_is_named(small_corpus, tmp_path):
+@pytest.mark.parametrize("name", ["trainer.safetensors", "trainer.json", "model.safetensors"])
+def test_corrupt_trainer_state_is_named(small_corpus, tmp_path, name):
     Trainer(tiny_run(small_corpus, tmp_path / "run"), progress=False).fit(stop_at=1)
-    f = latest_checkpoint(tmp_path / "run") / "trainer.pt"
+    f = latest_checkpoint(tmp_path / "run") / name
     f.write_bytes(f.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=rf"no intact checkpoint.*{name} has 100 bytes"):
         Trainer(tiny_run(small_corpus, tmp_path / "run"), resume=True, progress=False)
 
 
