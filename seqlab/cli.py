@@ -83,6 +83,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(result.message, file=sys.stderr if result.stopped == "nan" else sys.stdout)
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
+    if result.stopped == "interrupted":
+        return 128 + (result.signal or 2)   # 130 after Ctrl-C, 143 after SIGTERM, as shells do
     return 1 if result.stopped == "nan" else 0
 
 
@@ -362,16 +364,23 @@ def main(argv: list[str] | None = None) -> int:
     from seqlab.models.io import CheckpointError
     from seqlab.state import StateError
     from seqlab.tasks.corpus import DataError
+    from seqlab.train.signals import exit_code, raise_on_sigterm, restore_sigterm
 
     args = build_parser().parse_args(argv)
     from seqlab.models.pretrained.export import ExportError
 
+    old_sigterm = raise_on_sigterm()   # SIGTERM stops like Ctrl-C: a line, no traceback
     try:
         return args.fn(args)
     except (ConfigError, CheckpointError, DataError, PromptError, StateError, CLIError,
             ExportError) as e:
         print(f"seqlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:   # Ctrl-C (or SIGTERM) outside a training loop
+        print(f"seqlab {args.command}: interrupted", file=sys.stderr)
+        return exit_code(e)
+    finally:
+        restore_sigterm(old_sigterm)
 
 
 if __name__ == "__main__":
