@@ -68,7 +68,11 @@ class Tokenizer:
             return cls()
         from tokenizers import Tokenizer as HFTokenizer
 
-        return cls(HFTokenizer.from_file(str(f)))
+        try:
+            return cls(HFTokenizer.from_file(str(f)))
+        except Exception as e:  # the Rust library raises a bare Exception for a bad file
+            raise CheckpointError(f"{f} cannot be read ({e}); the tokenizer file is corrupt or "
+                                  "not a tokenizers JSON file") from None
 
 
 # llama.cpp's token types (tokenizer.ggml.token_type).
