@@ -5,7 +5,8 @@ library: about 30 MB of real Python present on every machine. Files are
 split into train and validation *by file* (a hash of the path decides, so
 the split never changes when files are added elsewhere); the token streams
 are written once to a cache folder and memory-mapped. Binary or undecodable
-files are skipped and counted.
+files are skipped and counted. The cache folder carries a checksum manifest
+(``seqlab/integrity.py``); a damaged or unverifiable cache is rebuilt.
 
 Example:
     >>> corpus = load_corpus(DataConfig(paths=("src/",)))
@@ -19,6 +20,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import sys
 import sysconfig
 import zlib
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from seqlab.config import Config, require
+from seqlab.integrity import check_manifest, write_manifest
 from seqlab.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -196,7 +200,13 @@ def load_corpus(cfg: DataConfig = DataConfig(), progress: bool = True,
     """
     files = collect_files(cfg)
     folder = _cache_root(cfg) / "corpora" / _fingerprint(files, cfg, tokenizer)
-    if not (folder / "meta.json").is_file():
+    if folder.exists():
+        problems = check_manifest(folder)
+        if problems:
+            print(f"seqlab: the corpus cache {folder} fails its check ({problems[0]}); "
+                  "rebuilding it", file=sys.stderr)
+            _discard(folder)
+    if not folder.exists():
         _build_cache(files, cfg, folder, progress, tokenizer)
     meta = json.loads((folder / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
@@ -206,7 +216,32 @@ def load_corpus(cfg: DataConfig = DataConfig(), progress: bool = True,
     return Corpus(arrays[0], arrays[1], tok.vocab_size, tok, stats=meta)
 
 
+def _discard(folder: Path) -> None:
+    """Remove a damaged cache; renamed first, so no reader sees it half-deleted."""
+    trash = folder.with_name(f"{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _build_cache(files: list[Path], cfg: DataConfig, folder: Path, progress: bool,
+                 tokenizer: "Tokenizer | None") -> None:
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        _write_cache(files, cfg, tmp, progress, tokenizer)
+        os.replace(tmp, folder)
+    except OSError as e:
+        if not folder.exists():
+            raise DataError(f"cannot write the corpus cache {folder} ({e.strerror or e}); set "
+                            "SEQLAB_CACHE (or data.cache_dir) to a writable folder") from None
+        # another process built it first: keep theirs
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)   # also after an interruption
+
+
+def _write_cache(files: list[Path], cfg: DataConfig, tmp: Path, progress: bool,
                  tokenizer: "Tokenizer | None") -> None:
     texts: dict[str, list[bytes]] = {"train": [], "val": []}
     skipped = 0
@@ -226,7 +261,6 @@ def _build_cache(files: list[Path], cfg: DataConfig, folder: Path, progress: boo
         whole = b"".join(texts["train"] + texts["val"])
         cut = int(len(whole) * (1 - cfg.val_fraction))
         texts = {"train": [whole[:cut]], "val": [whole[cut:]]}
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None:
         tok = tokenizer
@@ -248,12 +282,10 @@ def _build_cache(files: list[Path], cfg: DataConfig, folder: Path, progress: boo
         arr.tofile(tmp / f"{split}.bin")
         meta[f"{split}_bytes"], meta[f"{split}_tokens"] = n_bytes, int(arr.size)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process built it first: keep theirs
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    write_manifest(tmp)
 
 
 def _train_bpe(texts: list[bytes], vocab: int):

@@ -80,3 +80,44 @@ def test_default_corpus_is_the_standard_library():
     assert len(files) > 1000 and all(f.suffix == ".py" for f in files)
     assert any(f.name == "textwrap.py" for f in files)
     assert not any("site-packages" in f.parts for f in files)
+
+
+def cache_folder(tmp_path):
+    (folder,) = (tmp_path / "cache" / "corpora").iterdir()
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "meta", "no-manifest"])
+def test_a_damaged_cache_is_detected_and_rebuilt(textdir, tmp_path, capsys, damage):
+    cfg = DataConfig(paths=(str(textdir),))
+    want = load_corpus(cfg, progress=False)
+    want_train, want_val = np.array(want.train), np.array(want.val)
+    del want
+    folder = cache_folder(tmp_path)
+    assert (folder / "manifest.json").is_file()
+    train = folder / "train.bin"
+    if damage == "truncate":
+        train.write_bytes(train.read_bytes()[:1000])
+    elif damage == "overwrite":
+        data = bytearray(train.read_bytes())
+        data[100:5100] = bytes(5000)
+        train.write_bytes(bytes(data))
+    elif damage == "meta":
+        (folder / "meta.json").write_text("{")
+    else:
+        (folder / "manifest.json").unlink()   # a cache of an older seqlab: unverifiable
+    got = load_corpus(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "fails its check" in err and "rebuilding it" in err
+    assert np.array_equal(got.train, want_train) and np.array_equal(got.val, want_val)
+    assert [p.name for p in (tmp_path / "cache" / "corpora").iterdir()] == [folder.name]
+    load_corpus(cfg, progress=False)
+    assert capsys.readouterr().err == ""   # the rebuilt cache passes
+
+
+def test_an_unwritable_cache_is_a_data_error(textdir, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SEQLAB_CACHE", str(blocker / "sub"))   # a path below a regular file
+    with pytest.raises(DataError, match="cannot write the corpus cache.*set SEQLAB_CACHE"):
+        load_corpus(DataConfig(paths=(str(textdir),)), progress=False)
