@@ -2,12 +2,15 @@
 
 Appending (never rewriting) means a sweep killed at any moment keeps every
 cell it finished; a line cut short by the kill is skipped when read, and the
-next append starts on a fresh line.
+next append starts on a fresh line. Each record is one write of a whole line,
+then fsynced. :func:`check_results_file` refuses, before any cell trains, an
+``--out`` that is some other file or cannot be written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,15 +65,88 @@ def read_results(path: str | Path, *, must_exist: bool = False) -> Results:
     return out
 
 
+# json.dumps of a record starts so, because "key" is its first field (see run.run_cell).
+_RECORD_START = '{"key"'
+
+
+def _is_record_line(line: str) -> bool:
+    """A line the bench wrote: a record, or the start of one cut short by a kill."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return line.startswith(_RECORD_START) or _RECORD_START.startswith(line)
+    return isinstance(rec, dict) and "key" in rec and "status" in rec
+
+
+def check_results_file(path: str | Path) -> None:
+    """Make sure ``path`` is a results file (new, empty, or JSON lines the bench wrote) that
+    this process can append to; creates nothing.
+
+    Raises:
+        BenchError: another kind of file (a config, a script), a folder, or not writable.
+    """
+    path = Path(path)
+    fix = "choose another --out (a new file, or a results file of seqlab bench run)"
+    if path.is_dir():
+        raise BenchError(f"--out {str(path)!r} is a folder, not a results file; {fix}")
+    if path.exists():
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise BenchError(f"--out {str(path)!r} is not a results file (not UTF-8 text); nothing "
+                             f"was written to it; {fix}") from None
+        except OSError as e:
+            raise BenchError(f"--out {str(path)!r} cannot be read ({e.strerror}); {fix}") from None
+        bad = next((i for i, line in enumerate(text.splitlines(), 1)
+                    if line.strip() and not _is_record_line(line)), None)
+        if bad is not None:
+            raise BenchError(f"--out {str(path)!r} is not a results file of seqlab bench (line {bad} "
+                             f"is not a cell record); nothing was written to it; {fix}")
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as e:
+            raise BenchError(f"--out {str(path)!r} cannot be written ({e.strerror}); {fix}") from None
+        return
+    # A new file: find the first folder that exists and try to create a file there.
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchError(f"--out {str(path)!r} cannot be created: {str(parent)!r} is not a folder; "
+                         f"{fix}")
+    try:
+        fd, probe = _probe(parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BenchError(f"--out {str(path)!r} cannot be created in {str(parent)!r} "
+                         f"({e.strerror}); {fix}") from None
+
+
+def _probe(folder: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(prefix=".seqlab-write-check-", dir=folder)
+
+
 def append_record(path: str | Path, record: dict) -> None:
-    """Append one JSON line, starting a new line if a killed writer left one unfinished."""
+    """Append one JSON line, starting a new line if a killed writer left one unfinished.
+
+    The line (with that newline) goes out in a single write on an O_APPEND descriptor, then
+    is fsynced, so a kill or a power cut leaves the record whole or absent.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+") as f:
-        f.seek(0, 2)
-        if f.tell() > 0:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(record) + "\n").encode())
-        f.flush()
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}: {written} of {len(line)} bytes (disk full?)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 import traceback
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from seqlab.bench.fit import evaluate_probe, fit_probe
-from seqlab.bench.results import append_record, read_results
+from seqlab.bench.results import BenchError, append_record, check_results_file, read_results
 from seqlab.bench.sweep import CellConfig, SweepConfig, build_model, check_cells
 from seqlab.config import ConfigError
 from seqlab.train.trainer import autocast_dtype, resolve_device
@@ -99,10 +100,13 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
 
     Raises:
         ConfigError: a bad probe, mixer or option, before any cell trains.
+        BenchError: ``results`` is not a results file or cannot be written (checked before
+            any cell trains), or an append failed (the record is in the message).
     """
     results = Path(results)
     cells = sweep.cells()
     check_cells(cells)
+    check_results_file(results)
     dev = resolve_device(device)
     done = read_results(results).finished_keys()
     todo = [c for c in cells if c.key not in done]
@@ -124,7 +128,11 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
         bar.update(done_before + cell.train.steps - bar.n)   # a cell that stopped early
         if command:
             record["command"] = command
-        append_record(results, record)
+        try:
+            append_record(results, record)
+        except OSError as e:   # e.g. the disk filled up: give the user the record at least
+            raise BenchError(f"cannot append to {results} ({e}); the cell's record was: "
+                             f"{json.dumps(record)}") from None
         summary.ran.append(record)
         if progress:
             bar.write(_cell_line(record, label))
