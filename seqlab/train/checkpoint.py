@@ -106,7 +106,8 @@ def write_checkpoint(run_dir: Path, step: int, model: LM, trainer_state: dict[st
 
 
 def clean_leftovers(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove what dead writers left (``checkpoints/.tmp-step-*``, ``.latest-<pid>`` links).
+    """Remove what dead writers left: ``checkpoints/.tmp-step-*`` folders, ``.latest-<pid>``
+    links, and the temporary files of config.yaml and metrics.jsonl rewrites (``*.tmp-<pid>``).
 
     Call it only while holding the run's lock: then no live writer owns them.
     """
@@ -118,7 +119,8 @@ def clean_leftovers(run_dir: str | os.PathLike) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
             removed.append(p)
     for p in (run_dir.iterdir() if run_dir.is_dir() else ()):
-        if p.name.startswith(_LINK_PREFIX) and (p.is_symlink() or p.is_file()):
+        ours = p.name.startswith(_LINK_PREFIX) or ".tmp-" in p.name
+        if ours and (p.is_symlink() or p.is_file()):
             p.unlink()
             removed.append(p)
     return removed

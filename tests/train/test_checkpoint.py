@@ -141,9 +141,12 @@ def test_leftovers_of_dead_writers_are_cleaned_at_start(small_corpus, tmp_path):
     (run / "checkpoints" / ".tmp-step-000004-99999").mkdir()
     (run / "checkpoints" / ".tmp-step-000004-99999" / "model.safetensors").write_bytes(b"x")
     (run / ".latest-99999").symlink_to("checkpoints/step-000003")
+    (run / ".config.yaml.tmp-99999").write_text("half")
+    (run / "metrics.jsonl.tmp-99999").write_text("half")
     Trainer(tiny_run(small_corpus, run), resume=True, progress=False).close()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000003"]
-    assert not (run / ".latest-99999").is_symlink()
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoints", "config.yaml",
+                                                     "latest", "metrics.jsonl"]
 
 
 def test_resume_drops_metrics_past_its_step_and_repairs_a_torn_line(small_corpus, tmp_path):
