@@ -89,7 +89,7 @@ class RunConfig(Config):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/default"
-    init: str | None = None   # a pretrained model to start from (alias, .gguf, HF folder)
+    init: str | None = None   # weights to start from: alias, .gguf, HF folder, seqlab checkpoint
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
