@@ -132,13 +132,13 @@ def run_seqlab(model, prompts, new_tokens, configs, setting, batch, reps):
         if strategy == "greedy":
             greedy = out.tokens
         s = out.stats
-        calls = s.get("verify_calls") or s.get("target_calls") or n / batch
+        calls = s.verify_calls or s.target_calls or n / batch
         row = {"setting": setting, "batch": batch, "table": table, "library": "seqlab",
                "name": name, "strategy": strategy, "sampled": sampled, "tokens_s": n / t,
                "target_calls_per_token": calls * batch / n if n else None,
-               "mean_accepted": s.get("mean_accepted"),
-               "draft_tokens_per_call": (s["draft_tokens"] / s["verify_calls"] / batch
-                                         if "draft_tokens" in s else None),
+               "mean_accepted": s.mean_accepted if s.verify_calls else None,
+               "draft_tokens_per_call": (s.drafted / s.verify_calls / batch
+                                         if s.draft_calls and s.verify_calls else None),
                "same_as_greedy": (out.tokens == greedy) if not sampled else None,
                "tokens": out.tokens}
         if strategy in ("greedy", "sample"):
@@ -225,7 +225,7 @@ def setting_smollm2(args):
     from transformers import AutoModelForCausalLM
 
     from decoding_models import smollm2_draft
-    from seqlab.decoding.drafters import layer_skip_draft
+    from seqlab.models.layer_skip import layer_skip_draft
     from seqlab.models.pretrained import load_pretrained, resolve_source
     from seqlab.models.pretrained.export import export_hf
 

@@ -1,93 +1,132 @@
-"""One decoding engine for every seqlab model.
+"""One decoding engine for every model that implements ``seqlab.decoding.protocol``.
 
 Example:
     >>> out = seqlab.decoding.generate(model, [[1, 2, 3], [4, 5]], strategy="sample",
     ...                                max_new_tokens=32, temperature=0.8, top_p=0.95, seed=0)
-    >>> out.tokens, out.stats["tokens_per_s"]
+    >>> out.tokens, out.stats.tokens_per_s
+    >>> generate(model, prompts, "speculative", 64, draft=small, gamma=4)   # greedy-exact
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 
 from seqlab.config import ConfigError
-from seqlab.decoding.engine import GenerateOutput, PromptError, StopChecker, as_rows, check_prompts
+from seqlab.decoding.engine import (DecodeStats, GenerateOutput, PromptError, Request, StopChecker,
+                                    as_rows, check_prompts)
+from seqlab.decoding.hf import as_seqlab
+from seqlab.decoding.protocol import Capabilities, Decodable, check_decodable
 from seqlab.decoding.sampling import SamplingConfig
-from seqlab.decoding.strategies import STRATEGIES
+from seqlab.decoding.strategies import STRATEGIES, Strategy
 
-# Arguments every strategy receives from generate(); anything else is a strategy option.
-_COMMON = {"model", "rows", "max_new_tokens", "sampling", "stopper", "on_token", "generator"}
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "seed")
 
 
-def _is_hf(model) -> bool:
-    """A transformers PreTrainedModel? (by class names, so transformers is not imported here)"""
-    return any(c.__name__ == "PreTrainedModel" and c.__module__.startswith("transformers")
-               for c in type(model).__mro__)
+def sampling_for(strategy: Strategy, temperature: float | None, top_k: int | None,
+                 top_p: float | None, min_p: float | None, seed: int | None) -> SamplingConfig:
+    """The sampling settings ``strategy`` runs with, or a ConfigError for options it would ignore.
+
+    No temperature means greedy for every strategy except ``sample`` (which then uses 1.0).
+    """
+    given = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                   min_p=min_p, seed=seed).items() if v is not None}
+    if temperature == 0:  # greedy, which every strategy is or can be
+        given.pop("temperature")
+    if strategy.samples == "never" and given:
+        raise ConfigError(f"strategy {strategy.name!r} does not sample, so "
+                          f"{', '.join(sorted(given))} would be ignored; drop "
+                          f"{'it' if len(given) == 1 else 'them'}, or use strategy 'sample'")
+    if strategy.samples == "optional" and temperature is None and given:
+        raise ConfigError(f"{', '.join(sorted(given))} only apply when sampling, and strategy "
+                          f"{strategy.name!r} is greedy without a temperature; give a temperature "
+                          "(e.g. temperature=1.0) to sample, or drop them")
+    if temperature is None:
+        temperature = 1.0 if strategy.samples == "always" else 0.0
+    return SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
 
 
 def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,
-             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             min_p: float | None = None, seed: int | None = None, eos_id: int | None = None,
-             stop: Sequence[Sequence[int]] = (),
-             on_token: Callable[[int, int], None] | None = None, **options) -> GenerateOutput:
+             temperature: float | None = None, top_k: int | None = None,
+             top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
+             eos_id: int | None = None, stop: Sequence[Sequence[int]] = (),
+             on_token: Callable[[int, int], None] | None = None, draft=None,
+             **options) -> GenerateOutput:
     """Continue each prompt of a batch.
 
     Args:
-        model: a seqlab LM (anything with ``model(tokens, state)`` and ``model.step``), or a
-            Hugging Face ``transformers`` causal LM (a ``PreTrainedModel``), which is wrapped in
-            ``seqlab.decoding.hf.HFCausalLM`` first; a transformers ``draft=`` option is wrapped
-            the same way.
+        model: any model implementing ``seqlab.decoding.protocol`` (a seqlab LM, ...), or a
+            Hugging Face ``transformers`` causal LM, wrapped in ``seqlab.decoding.hf.HFCausalLM``.
         prompt: a (B, T) or (T,) tensor of ids, or a list of id lists of any lengths.
         strategy: one of ``seqlab.decoding.STRATEGIES``.
         max_new_tokens: tokens to add per row at most.
-        temperature, top_k, top_p, min_p: sampling filters (strategy "sample").
-        seed: seeds the sampler's own generator (reproducible draws).
+        temperature, top_k, top_p, min_p, seed: sampling. No temperature means greedy for
+            every strategy but ``sample`` (which then samples at 1.0); drafting strategies
+            sample only when given a temperature; beam searches and ``greedy`` take none.
         eos_id, stop: a row ends at this id or after any of these id sequences.
         on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming).
-        **options: strategy-specific options (e.g. ``num_beams``, ``draft``), passed to the
-            strategy, which rejects unknown ones.
+        draft: the draft model of ``speculative`` and ``tree`` (same vocabulary).
+        **options: the strategy's options, the fields of its Config (e.g. ``num_beams``,
+            ``gamma``), validated there.
 
     Returns:
-        GenerateOutput with ``tokens`` (new ids per row) and ``stats``.
+        GenerateOutput with ``tokens`` (new ids per row) and ``stats`` (a DecodeStats).
 
     Raises:
         PromptError: empty, out-of-vocabulary or too long prompts.
-        ConfigError: unknown strategy or bad sampling values.
+        ConfigError: unknown strategy or option, bad values, or sampling options that the
+            strategy would ignore.
+        TypeError: a model that does not implement the decoding protocol.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; known strategies: "
                           f"{', '.join(sorted(STRATEGIES))}")
-    if max_new_tokens < 0:
-        raise ConfigError(f"max_new_tokens = {max_new_tokens} is not allowed: expected an int >= 0")
-    sampling = SamplingConfig(temperature=float(temperature), top_k=top_k, top_p=top_p, min_p=min_p)
-    fn = STRATEGIES[strategy]
-    allowed = sorted(set(inspect.signature(fn).parameters) - _COMMON)
-    unknown = sorted(set(options) - set(allowed))
+    spec = STRATEGIES[strategy]
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens = {max_new_tokens!r} is not allowed: expected an int >= 0")
+    sampling = sampling_for(spec, temperature, top_k, top_p, min_p, seed)
+    unknown = sorted(set(options) - set(spec.Config.field_names()))
     if unknown:
-        raise ConfigError(f"strategy {strategy!r} has no option {', '.join(map(repr, unknown))}; its "
-                          f"options: {', '.join(allowed) or '(none)'}")
-    if _is_hf(model) or _is_hf(options.get("draft")):  # transformers is imported only here
-        from seqlab.decoding.hf import as_seqlab
-        model = as_seqlab(model)
-        if options.get("draft") is not None:
-            options["draft"] = as_seqlab(options["draft"])
+        hint = " (sampling options: temperature, top_k, top_p, min_p, seed)"
+        raise ConfigError(f"strategy {strategy!r} has no option {', '.join(map(repr, unknown))}; "
+                          f"its options: {', '.join(spec.Config.field_names()) or '(none)'}"
+                          + (hint if strategy in ("greedy", "sample") else ""))
+    cfg = spec.Config.from_dict(options)
+    model = as_seqlab(model)
+    check_decodable(model)
+    if spec.needs_draft:
+        if draft is None:
+            raise ConfigError(f"strategy {strategy!r} needs a draft model: pass draft=<a model "
+                              "with the target's vocabulary>")
+        draft = as_seqlab(draft)
+        check_decodable(draft, "draft")
+        if draft.vocab_size != model.vocab_size:
+            raise ConfigError(f"the draft model's vocab_size ({draft.vocab_size}) differs from the "
+                              f"target's ({model.vocab_size}); speculative decoding needs the "
+                              "same vocabulary")
+    elif draft is not None:
+        raise ConfigError(f"strategy {strategy!r} takes no draft model; drafts are for "
+                          f"{', '.join(n for n, s in sorted(STRATEGIES.items()) if s.needs_draft)}")
     rows = as_rows(prompt)
     check_prompts(model, rows, max_new_tokens)
-    device = next(model.parameters()).device
     gen = None
     if seed is not None:
-        gen = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+    req = Request(rows, max_new_tokens, sampling, StopChecker(len(rows), eos_id, stop), on_token,
+                  gen, draft)
+    modules = [m for m in (model, draft) if isinstance(m, torch.nn.Module)]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
     try:
-        return fn(model, rows, max_new_tokens=max_new_tokens, sampling=sampling,
-                                    stopper=StopChecker(len(rows), eos_id, stop), on_token=on_token,
-                                    generator=gen, **options)
+        with torch.no_grad():
+            return spec.fn(model, req, cfg)
     finally:
-        model.train(was_training)
+        for m, t in zip(modules, was_training):
+            m.train(t)
 
 
-__all__ = ["GenerateOutput", "PromptError", "SamplingConfig", "STRATEGIES", "generate"]
+__all__ = ["Capabilities", "DecodeStats", "Decodable", "GenerateOutput", "PromptError",
+           "SamplingConfig", "STRATEGIES", "SAMPLING_OPTIONS", "check_decodable", "generate",
+           "sampling_for"]

@@ -23,6 +23,8 @@ class PromptLookup:
     (the latest occurrence wins), so a proposal costs O(max_ngram + k).
     """
 
+    explored = None  # no exploration rule (see NGramDrafter.explored)
+
     def __init__(self, max_ngram: int = 3):
         self.max_ngram = max_ngram
         self.tokens: list[int] = []
@@ -132,34 +134,3 @@ class NGramDrafter:
 
 
 DRAFTERS = {"prompt-lookup": PromptLookup, "ngram": NGramDrafter}
-
-
-def layer_skip_draft(model, keep):
-    """Self-speculation (Zhang et al. 2023, Draft & Verify; Elhoushi et al. 2024, LayerSkip):
-    a draft made of the target's own layers ``keep`` (indices, in order), sharing its
-    embedding, final norm, head and weights, so it costs no memory and no training.
-
-    Example:
-        >>> draft = layer_skip_draft(model, keep=range(0, model.cfg.layers.__len__(), 2))
-        >>> generate(model, prompts, "speculative", draft=draft, gamma=4)
-    """
-    import dataclasses
-
-    from torch import nn
-
-    from seqlab.config import ConfigError
-    from seqlab.models.lm import LM
-
-    keep = list(keep)
-    n = len(model.blocks)
-    if not keep or any(not isinstance(i, int) or not 0 <= i < n for i in keep):
-        raise ConfigError(f"keep = {keep!r} is not allowed: expected a non-empty list of layer "
-                          f"indices in [0, {n})")
-    draft = LM.__new__(LM)
-    nn.Module.__init__(draft)
-    layers = tuple(model.cfg.layers[i] for i in keep)
-    options = {k: v for k, v in model.cfg.mixer_options.items() if k in layers}
-    draft.cfg = dataclasses.replace(model.cfg, layers=layers, mixer_options=options)
-    draft.embed, draft.norm, draft.head = model.embed, model.norm, model.head
-    draft.blocks = nn.ModuleList(model.blocks[i] for i in keep)
-    return draft

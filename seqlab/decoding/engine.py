@@ -1,12 +1,14 @@
-"""The decoding engine: prefill a batch of prompts, then step, for any seqlab model.
+"""The decoding engine's shared parts: requests, prefill, per-row bookkeeping, statistics.
 
-Prompts of different lengths are prefilled row by row and their states
-joined with ``State.cat`` (a KV cache keeps one length per row), so no
-padding token ever enters a recurrent state.
+Every strategy receives a ``Request`` and returns a ``GenerateOutput``. Prompts of
+different lengths are prefilled row by row and their states joined with the state's
+own ``cat`` (a KV cache keeps one length per row), so no padding token ever enters a
+recurrent state. The engine sees models only through ``seqlab.decoding.protocol``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seqlab.models.lm import LM, LMState
+from seqlab.decoding.sampling import SamplingConfig
+from seqlab.state import State
 
 
 class PromptError(ValueError):
@@ -22,17 +25,159 @@ class PromptError(ValueError):
 
 
 @dataclass
-class GenerateOutput:
-    """What every strategy returns.
+class DecodeStats:
+    """What a generate call did. Counts are summed over the batch's rows.
 
     Attributes:
-        tokens: per row, the generated token ids (prompt excluded).
-        stats: target_calls (model forward/step calls), tokens_per_call,
-            wall_s, prefill_s, new_tokens and strategy-specific entries.
+        strategy: the strategy's name ("greedy" for ``sample`` at temperature 0).
+        options: the strategy's resolved options.
+        target_calls: calls of the model (prefill, steps, verification, recomputation).
+        verify_calls: draft-and-verify rounds (one target call each).
+        recompute_calls: target calls that rebuilt a recurrent state after a rejection.
+        draft_calls: calls of a draft model.
+        drafted: draft tokens proposed (tree nodes for trees).
+        draft_hits: row-rounds that proposed at least one token.
+        accepted: per round, the draft tokens each row accepted.
+        new_tokens: tokens generated.
+        prefill_s, wall_s: seconds in the prefill, and in all.
+        explored: tokens the adaptive n-gram drafter proposed by exploration (ngram only).
+        nbest, scores: beam searches' hypotheses per row and the best one's score.
     """
 
+    strategy: str
+    options: dict = field(default_factory=dict)
+    target_calls: int = 0
+    verify_calls: int = 0
+    recompute_calls: int = 0
+    draft_calls: int = 0
+    drafted: int = 0
+    draft_hits: int = 0
+    accepted: list[list[int]] = field(default_factory=list)
+    new_tokens: int = 0
+    prefill_s: float = 0.0
+    wall_s: float = 0.0
+    explored: int | None = None
+    nbest: list | None = None
+    scores: list[float] | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / max(self.wall_s, 1e-9)
+
+    @property
+    def tokens_per_call(self) -> float:
+        """New tokens per verification round, or per target call without drafting."""
+        return self.new_tokens / max(self.verify_calls or self.target_calls, 1)
+
+    @property
+    def accepted_tokens(self) -> int:
+        return sum(n for r in self.accepted for n in r)
+
+    @property
+    def mean_accepted(self) -> float:
+        """Accepted draft tokens per row and round."""
+        n = sum(len(r) for r in self.accepted)
+        return self.accepted_tokens / max(n, 1)
+
+    def summary(self) -> dict:
+        """Every figure as plain data (fields and the derived rates), ``accepted`` left out."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "accepted" and getattr(self, f.name) is not None}
+        for name in ("tokens_per_s", "tokens_per_call", "accepted_tokens", "mean_accepted"):
+            out[name] = getattr(self, name)
+        return out
+
+
+@dataclass
+class GenerateOutput:
+    """What every strategy returns: per row the generated ids (prompt excluded), and stats."""
+
     tokens: list[list[int]]
-    stats: dict = field(default_factory=dict)
+    stats: DecodeStats
+
+
+class StopChecker:
+    """Per-row end conditions: an end-of-sequence id or any stop sequence."""
+
+    def __init__(self, batch: int, eos_id: int | None, stop: Sequence[Sequence[int]]):
+        self.eos_id = eos_id
+        self.stop = [list(s) for s in stop if len(s)]
+        self.done = [False] * batch
+
+    def ends(self, generated: list[int]) -> bool:
+        """Whether a row that generated ``generated`` has ended."""
+        if self.eos_id is not None and generated and generated[-1] == self.eos_id:
+            return True
+        return any(generated[-len(s):] == s for s in self.stop)
+
+    def update(self, row: int, generated: list[int]) -> bool:
+        if not self.done[row] and self.ends(generated):
+            self.done[row] = True
+        return self.done[row]
+
+
+@dataclass
+class Request:
+    """One generate call as every strategy sees it.
+
+    Attributes:
+        rows: the prompts, lists of ids of any lengths.
+        max_new_tokens: tokens to add per row at most.
+        sampling: how tokens are chosen (``sampling.greedy``: argmax).
+        stopper: per-row end conditions.
+        on_token: ``on_token(row, token)`` as tokens are produced (streaming), or None.
+        generator: the sampler's own random generator, or None.
+        draft: a draft model (strategies that take one), or None.
+    """
+
+    rows: list[list[int]]
+    max_new_tokens: int
+    sampling: SamplingConfig
+    stopper: StopChecker
+    on_token: Callable[[int, int], None] | None = None
+    generator: torch.Generator | None = None
+    draft: object | None = None
+
+
+class Rows:
+    """The outputs of one request: emitted tokens per row, which rows are still active.
+
+    ``active`` lists the original row indices still generating, in the order of the
+    strategy's states (row ``i`` of a state is ``active[i]``).
+    """
+
+    def __init__(self, req: Request):
+        self.req = req
+        self.out: list[list[int]] = [[] for _ in req.rows]
+        self.active = list(range(len(req.rows)))
+
+    def emit(self, b: int, t: int) -> bool:
+        """Append token ``t`` to row ``b``, stream it; whether the row has now finished."""
+        self.out[b].append(t)
+        if self.req.on_token is not None:
+            self.req.on_token(b, t)
+        self.req.stopper.update(b, self.out[b])
+        return self.req.stopper.done[b] or len(self.out[b]) >= self.req.max_new_tokens
+
+    def emit_round(self, tokens: list[list[int]]) -> list[int]:
+        """Emit each active row's tokens of this round, a row stopping at its finishing token.
+
+        Returns the indices (into ``active`` before the call) of the rows that go on, and
+        drops the others from ``active``.
+        """
+        keep = [i for i, (b, toks) in enumerate(zip(self.active, tokens))
+                if not any(self.emit(b, t) for t in toks)]  # any() stops at the finishing token
+        self.active = [self.active[i] for i in keep]
+        return keep
+
+    def room(self) -> list[int]:
+        """Per active row, how many more tokens it may emit."""
+        return [self.req.max_new_tokens - len(self.out[b]) for b in self.active]
+
+    def finish(self, stats: DecodeStats, elapsed: Callable[[], float]) -> GenerateOutput:
+        stats.new_tokens = sum(len(o) for o in self.out)
+        stats.wall_s = elapsed()
+        return GenerateOutput(self.out, stats)
 
 
 def as_rows(prompt: Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[list[int]]:
@@ -47,17 +192,18 @@ def as_rows(prompt: Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[li
     return [list(map(int, r)) for r in prompt]
 
 
-def check_prompts(model: LM, rows: list[list[int]], max_new_tokens: int) -> None:
+def check_prompts(model, rows: list[list[int]], max_new_tokens: int) -> None:
+    """PromptError unless every row fits the model's vocabulary and maximum length."""
     if not rows:
         raise PromptError("no prompts given")
     for i, r in enumerate(rows):
         if not r:
             raise PromptError(f"prompt {i} is empty; give at least one token")
-        bad = [t for t in r if not 0 <= t < model.cfg.vocab_size]
+        bad = [t for t in r if not 0 <= t < model.vocab_size]
         if bad:
             raise PromptError(f"prompt {i} holds token id {bad[0]}, outside the vocabulary "
-                              f"[0, {model.cfg.vocab_size})")
-    limit = model.cfg.max_length
+                              f"[0, {model.vocab_size})")
+    limit = model.max_length
     if limit is not None:
         longest = max(len(r) for r in rows)
         if max_new_tokens >= limit:
@@ -70,51 +216,38 @@ def check_prompts(model: LM, rows: list[list[int]], max_new_tokens: int) -> None
                 f"{limit - max_new_tokens} tokens or lower max_new_tokens to {max(0, limit - longest)}")
 
 
-def last_logits(model, tokens: Tensor) -> tuple[Tensor, LMState]:
-    """The parallel face on ``tokens`` (B, T), with the vocabulary head at the last position only.
-
-    A prompt's other positions need no logits: for SmolLM2 (vocabulary 49,152) the
-    head over a 160-token prompt cost as much as the 30 layers below it.
-    """
-    if hasattr(model, "features") and hasattr(model, "head"):
-        hidden, state = model.features(tokens)
-        return model.head(hidden[:, -1]), state
-    logits, state = model(tokens)
-    return logits[:, -1], state
-
-
-def prefill(model: LM, rows: list[list[int]], device) -> tuple[Tensor, LMState, int]:
-    """Run the prompts; returns last-position logits (B, V), the joined state, forward calls."""
-    lengths = {len(r) for r in rows}
-    if len(lengths) == 1:
-        logits, state = last_logits(model, torch.tensor(rows, device=device))
+def prefill(model, rows: list[list[int]]) -> tuple[Tensor, State, int]:
+    """Run the prompts; returns last-position logits (B, V), the joined state, model calls."""
+    device = model.device
+    if len({len(r) for r in rows}) == 1:
+        logits, state = model(torch.tensor(rows, device=device), last_only=True)
         return logits, state, 1
     outs, states = [], []
     for r in rows:
-        logits, s = last_logits(model, torch.tensor([r], device=device))
+        logits, s = model(torch.tensor([r], device=device), last_only=True)
         outs.append(logits)
         states.append(s)
-    return torch.cat(outs), LMState.cat(states), len(rows)
+    return torch.cat(outs), type(states[0]).cat(states), len(rows)
 
 
-class StopChecker:
-    """Per-row end conditions: an end-of-sequence id or any stop sequence."""
+def combine(parts: list[tuple[list[int], State]], batch: int) -> State:
+    """Join per-group states (each holding the rows ``idx`` in that order) into batch order."""
+    if len(parts) == 1:
+        return parts[0][1]
+    order = [b for idx, _ in parts for b in idx]
+    inverse = [0] * batch
+    for pos, b in enumerate(order):
+        inverse[b] = pos
+    states = [s for _, s in parts]
+    return type(states[0]).cat(states).select(inverse)
 
-    def __init__(self, batch: int, eos_id: int | None, stop: Sequence[Sequence[int]]):
-        self.eos_id = eos_id
-        self.stop = [list(s) for s in stop if len(s)]
-        self.done = [False] * batch
 
-    def update(self, row: int, generated: list[int]) -> bool:
-        if self.done[row]:
-            return True
-        last = generated[-1]
-        if self.eos_id is not None and last == self.eos_id:
-            self.done[row] = True
-        for s in self.stop:
-            if generated[-len(s):] == s:
-                self.done[row] = True
-        return self.done[row]
+def groups(counts: list[int]) -> dict[int, list[int]]:
+    """Rows grouped by their count: ``{count: [row, ...]}``."""
+    g: dict[int, list[int]] = {}
+    for b, n in enumerate(counts):
+        g.setdefault(n, []).append(b)
+    return g
 
 
 def timer() -> Callable[[], float]:

@@ -2,12 +2,12 @@
 
 ``HFCausalLM(model)`` wraps a ``*ForCausalLM`` (Llama, Mistral, Qwen, GPT-2 style
 models whose cache is a plain ``DynamicCache`` of full-attention layers) in the
-seqlab model contract the strategies use:
+decoding protocol (``seqlab/decoding/protocol.py``):
 
-* ``adapter(tokens (B, T), state) -> (logits (B, T, V), state)``
+* ``adapter(tokens (B, T), state, last_only=False) -> (logits, state)``
 * ``adapter.step(token (B,), state) -> (logits (B, V), state)``
-* ``adapter.cfg.vocab_size`` / ``adapter.cfg.max_length``, ``parameters()``,
-  ``eval()`` / ``train()`` (the adapter is an ``nn.Module`` holding the model).
+* ``vocab_size``, ``max_length``, ``device``, ``capabilities`` (none of the optional
+  ones), ``init_state``; the adapter is an ``nn.Module`` holding the model.
 
 The state is an ``HFState``: the per-layer key/value tensors ``(B, H, S, Dh)``
 of the HF cache, a boolean ``mask (B, S)`` of the slots that hold a live token,
@@ -23,10 +23,6 @@ moving them is safe); ``cat`` pads to the longest cache with masked slots.
 States are values, as everywhere in seqlab: each call builds a fresh
 ``DynamicCache`` around the state's tensors (``DynamicCache.update``
 concatenates, never writes into them), so a kept state is a snapshot.
-
-For the engine's ``LMState.cat`` / ``LMState.select`` calls the adapter returns
-its ``HFState`` wrapped as the single "layer" of an ``LMState``; ``HFCausalLM``
-accepts either form.
 
 Example:
     >>> from transformers import AutoModelForCausalLM
@@ -46,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.models.lm import LMState
+from seqlab.decoding.protocol import Capabilities
 from seqlab.state import State, StateError
 
 
@@ -139,14 +135,6 @@ class HFState(State):
         return HFState(keys, values, mask, sum((s.lengths for s in states), ()))
 
 
-@dataclass(frozen=True)
-class HFConfig:
-    """The facts of the wrapped model the engine reads."""
-
-    vocab_size: int
-    max_length: int | None
-
-
 class HFCausalLM(nn.Module):
     """A transformers causal LM behind the seqlab model contract (see the module docstring)."""
 
@@ -161,12 +149,27 @@ class HFCausalLM(nn.Module):
         # transformers >= 5.2x names the cache argument ``cache``; earlier ``past_key_values``
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.cfg = HFConfig(vocab_size=int(text.vocab_size),
-                            max_length=int(max_len) if max_len else None)
+        # the head at the last position only, where the model's forward offers it
+        self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params),
+                              None)
+        self.vocab_size = int(text.vocab_size)
+        self.max_length = int(max_len) if max_len else None
+
+    capabilities = Capabilities()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> HFState:
+        """The empty state: no cached slots."""
+        mask = torch.zeros(batch_size, 0, dtype=torch.bool, device=device or self.device)
+        return HFState((), (), mask, (0,) * batch_size)
 
     # -- the two faces ------------------------------------------------------------
-    def forward(self, tokens: Tensor, state: HFState | LMState | None = None) -> tuple[Tensor, LMState]:
-        """``tokens: (B, T)`` -> ``logits: (B, T, V)`` and the new state."""
+    def forward(self, tokens: Tensor, state: HFState | None = None, *,
+                last_only: bool = False) -> tuple[Tensor, HFState]:
+        """``tokens: (B, T)`` -> ``logits: (B, T, V)`` (``(B, V)`` if ``last_only``), new state."""
         if not isinstance(tokens, Tensor) or tokens.dim() != 2:
             raise ValueError(f"the model expects token ids of shape (batch, length), got "
                              f"{getattr(tokens, 'shape', type(tokens).__name__)}")
@@ -186,8 +189,11 @@ class HFCausalLM(nn.Module):
             start = torch.tensor(hs.lengths, device=dev)
         mask = torch.cat([past_mask, torch.ones(B, T, dtype=torch.bool, device=dev)], 1)
         position_ids = start[:, None] + torch.arange(T, device=dev)
+        extra = {self._cache_arg: cache}
+        if last_only and self._keep_arg is not None:
+            extra[self._keep_arg] = 1
         out = self.model(input_ids=tokens, attention_mask=mask.long(), position_ids=position_ids,
-                         use_cache=True, **{self._cache_arg: cache})
+                         use_cache=True, **extra)
         cache = out.past_key_values
         keys, values = [], []
         for i, layer in enumerate(cache.layers):
@@ -198,9 +204,10 @@ class HFCausalLM(nn.Module):
             keys.append(layer.keys)
             values.append(layer.values)
         lengths = tuple(int(n) + T for n in start.tolist())
-        return out.logits, LMState((HFState(tuple(keys), tuple(values), mask, lengths),))
+        logits = out.logits[:, -1] if last_only else out.logits
+        return logits, HFState(tuple(keys), tuple(values), mask, lengths)
 
-    def step(self, token: Tensor, state: HFState | LMState) -> tuple[Tensor, LMState]:
+    def step(self, token: Tensor, state: HFState) -> tuple[Tensor, HFState]:
         """``token: (B,)`` -> ``logits: (B, V)`` and the new state."""
         if not isinstance(token, Tensor) or token.dim() != 1:
             raise ValueError(f"step expects token ids of shape (batch,), got "
@@ -212,10 +219,6 @@ class HFCausalLM(nn.Module):
     def _unwrap(state, batch: int) -> HFState | None:
         if state is None:
             return None
-        if isinstance(state, LMState):
-            if len(state.layers) != 1 or not isinstance(state.layers[0], HFState):
-                raise StateError("this state belongs to a seqlab model, not to an HFCausalLM")
-            state = state.layers[0]
         if not isinstance(state, HFState):
             raise StateError(f"HFCausalLM was given a {type(state).__name__}; it needs the state "
                              "returned by an earlier call")
@@ -229,4 +232,4 @@ def as_seqlab(model):
     return HFCausalLM(model) if is_hf_model(model) else model
 
 
-__all__ = ["HFCausalLM", "HFConfig", "HFState", "as_seqlab", "is_hf_model"]
+__all__ = ["HFCausalLM", "HFState", "as_seqlab", "is_hf_model"]

@@ -316,6 +316,10 @@ class Attention(Mixer):
         y = y.transpose(1, 2).reshape(B, T, self.dim)
         return self.o_proj(y), new_state
 
+    @property
+    def supports_tree(self) -> bool:
+        return self.cfg.window is None
+
     def mix_tree(self, x: Tensor, state: KVCache, depth: Tensor, visible: Tensor
                  ) -> tuple[Tensor, KVCache]:
         """Tree attention: ``x (B, T, D)`` holds the nodes of a token tree after each cached row.

@@ -74,6 +74,11 @@ class Mixer(nn.Module):
         """Elements of state per sequence after ``seq_len`` tokens."""
         raise NotImplementedError
 
+    @property
+    def supports_tree(self) -> bool:
+        """Whether ``mix_tree`` (tree attention for speculative trees) works on this mixer."""
+        return False
+
     # -- public faces -----------------------------------------------------------
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Run the parallel face on ``x: (B, T, D)``, continuing from ``state``.

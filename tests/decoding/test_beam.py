@@ -54,12 +54,12 @@ def test_beam_is_exact_with_enough_beams_and_greedy_with_one(pattern):
     for b, p in enumerate(prompts):
         ref = exhaustive(m, p, T)
         assert out.tokens[b] == list(ref[0][0])
-        nbest = out.stats["nbest"][b]
+        nbest = out.stats.nbest[b]
         assert [h["tokens"] for h in nbest] == [list(s) for s, _ in ref]
         torch.testing.assert_close(torch.tensor([h["score"] for h in nbest]),
                                    torch.tensor([s for _, s in ref]), rtol=0, atol=1e-9)
-    assert out.stats["strategy"] == "beam" and out.stats["new_tokens"] == 2 * T
-    assert out.stats["target_calls"] == 2 + (T - 1)  # ragged prefill row by row, then steps
+    assert out.stats.strategy == "beam" and out.stats.new_tokens == 2 * T
+    assert out.stats.target_calls == 2 + (T - 1)  # ragged prefill row by row, then steps
     greedy = generate(m, prompts, "greedy", 6).tokens
     assert generate(m, prompts, "beam", 6, num_beams=1).tokens == greedy
 
@@ -70,8 +70,8 @@ def test_beam_with_eos_is_exact():
     out = generate(m, [[1, 3]], "beam", T, num_beams=V ** T, eos_id=eos, length_penalty=1.0,
                    num_return_sequences=20)
     ref = exhaustive(m, [1, 3], T, eos=eos, length_penalty=1.0)
-    assert [h["tokens"] for h in out.stats["nbest"][0]] == [list(s) for s, _ in ref[:20]]
-    torch.testing.assert_close(torch.tensor([h["score"] for h in out.stats["nbest"][0]]),
+    assert [h["tokens"] for h in out.stats.nbest[0]] == [list(s) for s, _ in ref[:20]]
+    torch.testing.assert_close(torch.tensor([h["score"] for h in out.stats.nbest[0]]),
                                torch.tensor([s for _, s in ref[:20]]), rtol=0, atol=1e-9)
     assert out.tokens[0] == list(ref[0][0])
 
@@ -84,10 +84,10 @@ def test_ragged_batch_equals_separate_runs(pattern):
     batch = generate(m, prompts, "beam", 8, **kw)
     alone = [generate(m, [p], "beam", 8, **kw) for p in prompts]
     assert batch.tokens == [a.tokens[0] for a in alone]
-    for got, a in zip(batch.stats["nbest"], alone):
-        assert [h["tokens"] for h in got] == [h["tokens"] for h in a.stats["nbest"][0]]
+    for got, a in zip(batch.stats.nbest, alone):
+        assert [h["tokens"] for h in got] == [h["tokens"] for h in a.stats.nbest[0]]
         torch.testing.assert_close(torch.tensor([h["score"] for h in got]),
-                                   torch.tensor([h["score"] for h in a.stats["nbest"][0]]))
+                                   torch.tensor([h["score"] for h in a.stats.nbest[0]]))
     seen = []
     streamed = generate(m, prompts, "beam", 8, on_token=lambda r, t: seen.append((r, t)), **kw)
     assert seen == [(r, t) for r, toks in enumerate(streamed.tokens) for t in toks]
@@ -102,8 +102,8 @@ def test_diverse_beam_without_penalty_is_independent_groups():
     one = generate(m, prompts, "beam", 5, num_beams=K, num_return_sequences=K, eos_id=5)
     for b in range(len(prompts)):
         for g in range(G):
-            got = [h["tokens"] for h in div.stats["nbest"][b] if h["group"] == g]
-            assert got == [h["tokens"] for h in one.stats["nbest"][b]]
+            got = [h["tokens"] for h in div.stats.nbest[b] if h["group"] == g]
+            assert got == [h["tokens"] for h in one.stats.nbest[b]]
     assert div.tokens == one.tokens
 
 
@@ -113,7 +113,7 @@ def test_diversity_penalty_raises_distinct_ngrams():
     def distinct(lam):
         out = generate(m, [[1, 2, 3]], "diverse-beam", 8, num_beams=6, num_groups=3,
                        diversity_penalty=lam)
-        seqs = [h["tokens"] for h in out.stats["nbest"][0]]
+        seqs = [h["tokens"] for h in out.stats.nbest[0]]
         assert len(seqs) == 6
         return len({tuple(s[i:i + 2]) for s in seqs for i in range(len(s) - 1)})
 

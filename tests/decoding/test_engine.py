@@ -12,7 +12,7 @@ def test_prefill_gives_the_last_positions_logits_and_states_that_continue_exactl
                      mixer_options={"attention": {"heads": 2}}).double().eval()
     rows = [[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 1, 2, 3]]        # ragged: one call per row
     with torch.no_grad():
-        logits, state, calls = prefill(model, rows, "cpu")
+        logits, state, calls = prefill(model, rows)
         assert calls == 3 and logits.shape == (3, 11)
         for b, r in enumerate(rows):
             full, _ = model(torch.tensor([r]))
@@ -22,6 +22,6 @@ def test_prefill_gives_the_last_positions_logits_and_states_that_continue_exactl
         for b, (r, nxt) in enumerate(zip(rows, [4, 5, 6])):
             full, _ = model(torch.tensor([r + [nxt]]))
             torch.testing.assert_close(step_logits[b], full[0, -1])
-        same, _, one_call = prefill(model, [[1, 2, 3], [4, 5, 6]], "cpu")
+        same, _, one_call = prefill(model, [[1, 2, 3], [4, 5, 6]])
         assert one_call == 1
         torch.testing.assert_close(same, model(torch.tensor([[1, 2, 3], [4, 5, 6]]))[0][:, -1])

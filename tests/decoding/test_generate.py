@@ -30,7 +30,7 @@ def test_greedy_equals_teacher_forced_argmax(pattern):
     full = torch.cat([prompt, torch.tensor(out.tokens)], 1)
     logits, _ = m(full)
     torch.testing.assert_close(torch.tensor(out.tokens), logits[:, 6:-1].argmax(-1), rtol=0, atol=0)
-    assert out.stats["target_calls"] == 1 + 9 and out.stats["new_tokens"] == 20
+    assert out.stats.target_calls == 1 + 9 and out.stats.new_tokens == 20
 
 
 @pytest.mark.parametrize("pattern", list(PATTERNS))

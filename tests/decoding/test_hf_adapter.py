@@ -10,7 +10,6 @@ transformers = pytest.importorskip("transformers")
 
 import seqlab.decoding as dec  # noqa: E402
 from seqlab.decoding.hf import HFCausalLM, HFState  # noqa: E402
-from seqlab.models.lm import LMState  # noqa: E402
 
 V = 50
 PROMPTS = [[3, 17, 5, 9, 22, 41, 8], [11, 2], [30, 30, 7, 1]]
@@ -47,7 +46,7 @@ def test_greedy_ragged_batch_matches_hf_generate(hf):
 
 def test_adapter_contract_and_state(hf):
     m = HFCausalLM(hf)
-    assert m.cfg.vocab_size == V and m.cfg.max_length == 128
+    assert m.vocab_size == V and m.max_length == 128
     toks = torch.tensor([PROMPTS[0]])
     full, _ = m(toks)
     # chunked calls and steps through the state reproduce the full forward
@@ -55,8 +54,7 @@ def test_adapter_contract_and_state(hf):
     b, s = m(toks[:, 3:5], s)
     c, s = m.step(toks[0, 5:6], s)
     torch.testing.assert_close(torch.cat([a, b, c[:, None]], 1), full[:, :6])
-    hs = s.layers[0]
-    assert isinstance(s, LMState) and isinstance(hs, HFState) and hs.lengths == (6,)
+    assert isinstance(s, HFState) and s.lengths == (6,)
     # truncate then re-feed == the original; the earlier state is an untouched snapshot
     t = s.truncate(4)
     d, _ = m(toks[:, 4:7], t)
@@ -69,7 +67,7 @@ def test_ragged_state_truncate_select_cat(hf):
     m = HFCausalLM(hf)
     fulls = [m(torch.tensor([p]))[0][0] for p in PROMPTS]
     states = [m(torch.tensor([p[:-1]]))[1] for p in PROMPTS]
-    s = LMState.cat(states)  # padded to the longest row
+    s = HFState.cat(states)  # padded to the longest row
     last = torch.tensor([p[-1] for p in PROMPTS])
     lg, s2 = m.step(last, s)
     for b, f in enumerate(fulls):
@@ -77,7 +75,7 @@ def test_ragged_state_truncate_select_cat(hf):
     # per-row rewind (compacts the holes), then re-feed the rewound tokens
     n = [len(p) - 2 for p in PROMPTS]
     r = s2.truncate(n)
-    assert r.layers[0].lengths == tuple(n)
+    assert r.lengths == tuple(n)
     lg2, _ = m(torch.tensor([p[-2:] for p in PROMPTS]), r)
     for b, f in enumerate(fulls):
         torch.testing.assert_close(lg2[b], f[-2:])
@@ -102,9 +100,9 @@ def test_speculative_greedy_equals_greedy(hf, draft_kind):
     assert out.tokens == ref
     if draft_kind == "same":
         # a draft equal to the target is always right: every full round accepts all 3
-        assert all(n == 3 for r in out.stats["accepted"][:-1] for n in r)
+        assert all(n == 3 for r in out.stats.accepted[:-1] for n in r)
     else:
-        assert any(len(set(r)) > 1 for r in out.stats["accepted"])  # ragged rewinds happened
+        assert any(len(set(r)) > 1 for r in out.stats.accepted)  # ragged rewinds happened
 
 
 def test_speculative_with_seqlab_draft(hf):

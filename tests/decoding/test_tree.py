@@ -26,9 +26,9 @@ def test_greedy_equals_plain_greedy(target, shape):
                        **({"tree_attention": False} if rows else {}))
         assert out.tokens == plain
         st = out.stats
-        assert st["tree_attention"] == (target == "attention" and not rows)
-        assert st["target_calls"] == len(PROMPTS) + st["verify_calls"] + st["recompute_calls"]
-        assert st["draft_tokens"] > 0
+        assert st.options["tree_attention"] == (target == "attention" and not rows)
+        assert st.target_calls == len(PROMPTS) + st.verify_calls + st.recompute_calls
+        assert st.drafted > 0
 
 
 @pytest.mark.parametrize("target", list(PATTERNS))
@@ -38,8 +38,8 @@ def test_draft_equal_to_target_takes_the_deepest_path(target):
                    branching=(2, 2, 1, 1, 1))
     assert out.tokens == generate(m, PROMPTS, "greedy", max_new_tokens=16).tokens
     # 1 token from the prefill, then rounds of depth + 1 = 6 tokens per row (the last round 3)
-    assert out.stats["verify_calls"] == 3
-    assert out.stats["accepted"][0] == [5] * len(PROMPTS)
+    assert out.stats.verify_calls == 3
+    assert out.stats.accepted[0] == [5] * len(PROMPTS)
 
 
 def test_a_wider_tree_accepts_at_least_as_much_as_a_chain():
@@ -48,8 +48,8 @@ def test_a_wider_tree_accepts_at_least_as_much_as_a_chain():
     chain = generate(m, PROMPTS, "tree", 24, temperature=0, draft=d, branching=(1, 1, 1))
     wide = generate(m, PROMPTS, "tree", 24, temperature=0, draft=d, branching=(4, 4, 1))
     assert chain.tokens == wide.tokens
-    assert wide.stats["verify_calls"] <= chain.stats["verify_calls"]
-    assert wide.stats["mean_accepted"] > chain.stats["mean_accepted"]
+    assert wide.stats.verify_calls <= chain.stats.verify_calls
+    assert wide.stats.mean_accepted > chain.stats.mean_accepted
 
 
 def test_stops_streaming_and_budgets():
@@ -105,8 +105,9 @@ def test_sampling_is_lossless(target, draft, opts, shape):
     d = model_of(DRAFTS[draft], seed=5, vocab=V, dim=16, scale=6.0)
     prompt = [1, 2]
     exact = _exact(m, prompt, steps, SamplingConfig(**{"temperature": 1.0, **opts}))
-    out = generate(m, [prompt] * n, "tree", steps, seed=0, draft=d, **shape, **opts)
-    rejected = sum(1 for rnd in out.stats["accepted"] for c in rnd if c < 2)
+    out = generate(m, [prompt] * n, "tree", steps, seed=0, draft=d, **shape,
+                   **{"temperature": 1.0, **opts})
+    rejected = sum(1 for rnd in out.stats.accepted for c in rnd if c < 2)
     assert rejected > n // 10  # the draft differs: the recursive rejection is exercised
     chi2, dof = _chi2(out.tokens, exact, n)
     assert chi2 < _chi2_critical(dof), (chi2, dof)
@@ -118,10 +119,11 @@ def test_tree_attention_equals_branches_as_rows():
     # a recurrent draft grows its tree as batch rows; an attention draft with tree attention too
     for d in (model_of(DRAFTS["recurrent"], seed=4), model_of(DRAFTS["attention"], seed=4)):
         for shape in SHAPES:
-            a = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, **shape)
-            b = generate(m, PROMPTS, "tree", 20, seed=3, draft=d, tree_attention=False, **shape)
-            assert a.tokens == b.tokens and a.stats["accepted"] == b.stats["accepted"]
-            assert a.stats["draft_calls"] <= b.stats["draft_calls"]
+            a = generate(m, PROMPTS, "tree", 20, temperature=1.0, seed=3, draft=d, **shape)
+            b = generate(m, PROMPTS, "tree", 20, temperature=1.0, seed=3, draft=d,
+                         tree_attention=False, **shape)
+            assert a.tokens == b.tokens and a.stats.accepted == b.stats.accepted
+            assert a.stats.draft_calls <= b.stats.draft_calls
     with pytest.raises(ConfigError, match="tree_attention=True needs"):
         generate(model_of(PATTERNS["hybrid"]), [[1]], "tree", 4, draft=d, tree_attention=True)
 

@@ -1,24 +1,53 @@
-"""Decoding strategies: one small function each, registered by name.
+"""Decoding strategies: one module each, registered by name with their typed options.
 
-A strategy has the signature
-``fn(model, rows, *, max_new_tokens, sampling, stopper, on_token, generator, **options)
--> GenerateOutput``. Add one by writing a module here and listing it below.
+A strategy is a function ``fn(model, req: Request, cfg) -> GenerateOutput`` and a
+frozen ``Config`` of its options (validated like every seqlab config; the command
+line derives its flags from these fields). Add one by writing a module here that
+calls ``register`` and listing it in ``_MODULES``.
+
+``samples`` says how a strategy treats the sampling options (temperature, top_k,
+top_p, min_p, seed): "always" (``sample``: no temperature means 1.0), "optional"
+(drafting strategies: greedy unless a temperature is given) or "never" (greedy,
+beam searches: a sampling option is an error).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
-STRATEGIES: dict[str, Callable] = {}
+from seqlab.config import Config
 
 
-def register(name: str):
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    fn: Callable
+    Config: type[Config]
+    samples: Literal["always", "optional", "never"]
+    needs_draft: bool = False
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(name: str, config: type[Config], *, samples: Literal["always", "optional", "never"],
+             needs_draft: bool = False):
+    """Function decorator adding a strategy under ``name`` with its options class."""
+
     def deco(fn):
-        STRATEGIES[name] = fn
+        if name in STRATEGIES:
+            raise ValueError(f"strategy name {name!r} is already registered")
+        STRATEGIES[name] = Strategy(name, fn, config, samples, needs_draft)
         return fn
+
     return deco
 
 
-for _m in ["sample", "beam", "speculative", "tree", "lookup"]:
+_MODULES = ["sample", "beam", "speculative", "tree", "lookup"]
+for _m in _MODULES:
     importlib.import_module(f"seqlab.decoding.strategies.{_m}")
+
+__all__ = ["STRATEGIES", "Strategy", "register"]

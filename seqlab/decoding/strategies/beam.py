@@ -3,8 +3,9 @@
 Both run on the engine's state contract: the prompts are prefilled once
 (``engine.prefill``), the joined state is expanded to ``rows * num_beams`` with
 ``state.select`` and, after each step, beams are reordered (and finished rows
-pruned) with ``LMState.select`` -- the same call for KV caches and recurrent
-states.
+pruned) with the state's ``select`` -- the same call for KV caches and recurrent
+states. Candidates are picked with tensor operations per group; the host reads one
+small tensor per step (which rows have finished).
 
 Scores follow Hugging Face: a hypothesis of ``n`` new tokens (an end token
 included) scores ``sum(logprob) / n ** length_penalty``. A hypothesis ends at
@@ -33,198 +34,281 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
-from seqlab.config import ConfigError
-from seqlab.decoding.engine import GenerateOutput, prefill, timer
+from seqlab.config import Config, ConfigError, require
+from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, prefill, timer
 from seqlab.decoding.strategies import register
 
 _NEG = float("-inf")
 
 
-def _norm(total: float, length: int, length_penalty: float) -> float:
-    return total / (max(length, 1) ** length_penalty)
+@dataclass(frozen=True)
+class BeamConfig(Config):
+    num_beams: int = field(default=4, metadata={"help": "beam, diverse-beam: beams per prompt"})
+    length_penalty: float = field(default=1.0, metadata={
+        "help": "beam, diverse-beam: a hypothesis scores sum(logprob) / length**this"})
+    num_return_sequences: int = field(default=1, metadata={
+        "help": "beam: hypotheses per prompt in stats.nbest"})
+
+    def validate(self) -> None:
+        require(self.num_beams >= 1, self, "num_beams", "an int >= 1")
+        require(math.isfinite(self.length_penalty), self, "length_penalty", "a finite number")
+        require(1 <= self.num_return_sequences <= self.num_beams, self, "num_return_sequences",
+                f"an int from 1 to num_beams = {self.num_beams}")
 
 
-def _search(model, rows, *, max_new_tokens, stopper, on_token, num_beams, num_groups,
-            diversity_penalty, length_penalty, name):
-    """The shared core; returns (best per row, all final hypotheses per row, stats)."""
-    device = next(model.parameters()).device
-    elapsed = timer()
-    B, G = len(rows), num_groups
-    K = num_beams // G  # beams per group
-    if max_new_tokens == 0:
-        return [[] for _ in rows], [[{"tokens": [], "score": 0.0, "group": 0}] for _ in rows], {
-            "strategy": name, "target_calls": 0, "new_tokens": 0, "tokens_per_call": 0.0,
-            "prefill_s": 0.0, "wall_s": elapsed(), "tokens_per_s": 0.0}
-    logits, state, calls = prefill(model, rows, device)
-    prefill_s = elapsed()
-    expand = torch.arange(B, device=device).repeat_interleave(G * K)
-    logits, state = logits.index_select(0, expand), state.select(expand)
-    eos, stops = stopper.eos_id, stopper.stop
+@dataclass(frozen=True)
+class DiverseBeamConfig(Config):
+    num_beams: int = field(default=4, metadata={"help": "beam, diverse-beam: beams per prompt"})
+    num_groups: int = field(default=2, metadata={"help": "diverse-beam: groups"})
+    diversity_penalty: float = field(default=0.5, metadata={
+        "help": "diverse-beam: Hamming diversity penalty (lambda)"})
+    length_penalty: float = field(default=1.0, metadata={
+        "help": "beam, diverse-beam: a hypothesis scores sum(logprob) / length**this"})
 
-    def ends(seq):
-        return (eos is not None and seq[-1] == eos) or any(seq[-len(s):] == s for s in stops)
+    def validate(self) -> None:
+        require(self.num_beams >= 1, self, "num_beams", "an int >= 1")
+        require(self.num_groups >= 1, self, "num_groups", "an int >= 1")
+        if self.num_beams % self.num_groups:
+            raise ConfigError(f"num_beams = {self.num_beams} is not divisible by num_groups = "
+                              f"{self.num_groups}; choose num_beams as a multiple of "
+                              f"{self.num_groups}")
+        require(self.diversity_penalty >= 0, self, "diversity_penalty", "a number >= 0")
+        require(math.isfinite(self.length_penalty), self, "length_penalty", "a finite number")
 
-    # per row, per group, per beam: tokens, selection score (penalized sum), true logprob sum
-    hyps = [[[[] for _ in range(K)] for _ in range(G)] for _ in range(B)]
-    sel = [[[0.0] + [_NEG] * (K - 1) for _ in range(G)] for _ in range(B)]
-    true = [[[0.0] + [_NEG] * (K - 1) for _ in range(G)] for _ in range(B)]
-    # pools: (selection score normalized, true score normalized, tokens), best first, <= K each
-    pools = [[[] for _ in range(G)] for _ in range(B)]
-    group_done = [[False] * G for _ in range(B)]
-    active = list(range(B))  # rows still searched, in state order
 
-    for step in range(max_new_tokens):
-        cur_len = step + 1
-        logp = logits if logits.dtype == torch.float64 else logits.float()
-        logp = torch.log_softmax(logp, -1)
-        V = logp.shape[-1]
-        logp = logp.view(len(active), G, K, V)
-        counts = torch.zeros(len(active), V, dtype=logp.dtype, device=logp.device)
-        src = [[0] * (G * K) for _ in active]  # beam (in this row's block) each new beam comes from
-        nxt = [[0] * (G * K) for _ in active]
+@dataclass
+class _Beams:
+    """The search's tensors for the A rows still searched, G groups of K beams each.
+
+    tokens: (A, G, K, t) each live beam's tokens; sel: (A, G, K) its selection score
+    (diversity-penalized log-probability), true: its model log-probability (-inf: dead);
+    pool_*: the finished hypotheses per group, best selection score first (at most K;
+    -inf: empty), their tokens padded to the budget and lengths; done: (A, G) groups over.
+    """
+
+    tokens: Tensor
+    sel: Tensor
+    true: Tensor
+    pool_sel: Tensor
+    pool_true: Tensor
+    pool_tokens: Tensor
+    pool_len: Tensor
+    done: Tensor
+
+    def select_rows(self, rows: Tensor) -> "_Beams":
+        return _Beams(*(t.index_select(0, rows) for t in (
+            self.tokens, self.sel, self.true, self.pool_sel, self.pool_true, self.pool_tokens,
+            self.pool_len, self.done)))
+
+
+class _Search:
+    def __init__(self, req: Request, num_beams: int, num_groups: int, diversity_penalty: float,
+                 length_penalty: float):
+        self.req, self.G, self.K = req, num_groups, num_beams // num_groups
+        self.penalty, self.lp = diversity_penalty, length_penalty
+        self.T = req.max_new_tokens
+        self.eos, self.stops = req.stopper.eos_id, req.stopper.stop
+
+    def norm(self, score: Tensor, length) -> Tensor:
+        return score / (max(length, 1) ** self.lp)
+
+    def ends(self, prev: Tensor, tok: Tensor) -> Tensor:
+        """Whether appending ``tok (A, N)`` to ``prev (A, N, t)`` ends a hypothesis."""
+        out = torch.zeros_like(tok, dtype=torch.bool)
+        if self.eos is not None:
+            out |= tok == self.eos
+        for s in self.stops:
+            m = len(s)
+            if prev.shape[-1] + 1 < m:
+                continue
+            want = torch.tensor(s, device=tok.device)
+            tail = torch.cat([prev[..., prev.shape[-1] - (m - 1):], tok[..., None]], -1)
+            out |= (tail == want).all(-1)
+        return out
+
+    def start(self, A: int, device) -> _Beams:
+        G, K, T = self.G, self.K, self.T
+        sel = torch.full((A, G, K), _NEG, dtype=torch.float64, device=device)
+        sel[:, :, 0] = 0.0
+        return _Beams(torch.zeros(A, G, K, 0, dtype=torch.long, device=device), sel, sel.clone(),
+                      torch.full((A, G, K), _NEG, dtype=torch.float64, device=device),
+                      torch.full((A, G, K), _NEG, dtype=torch.float64, device=device),
+                      torch.zeros(A, G, K, T, dtype=torch.long, device=device),
+                      torch.zeros(A, G, K, dtype=torch.long, device=device),
+                      torch.zeros(A, G, dtype=torch.bool, device=device))
+
+    def add_to_pool(self, bs: _Beams, g: int, sel: Tensor, true: Tensor, seqs: Tensor,
+                    ok: Tensor) -> None:
+        """Merge hypotheses (A, N) that ``ok`` marks into group g's pool, keeping the K best
+        (a stable sort: ties keep the pool's older entries first, then rank order)."""
+        t = seqs.shape[-1]
+        cand_sel = torch.cat([bs.pool_sel[:, g], sel.masked_fill(~ok, _NEG)], 1)
+        cand_true = torch.cat([bs.pool_true[:, g], true], 1)
+        padded = torch.nn.functional.pad(seqs, (0, self.T - t))
+        cand_tok = torch.cat([bs.pool_tokens[:, g], padded], 1)
+        cand_len = torch.cat([bs.pool_len[:, g], torch.full_like(sel, t, dtype=torch.long)], 1)
+        order = cand_sel.sort(dim=1, descending=True, stable=True).indices[:, :self.K]
+        bs.pool_sel[:, g] = cand_sel.gather(1, order)
+        bs.pool_true[:, g] = cand_true.gather(1, order)
+        bs.pool_len[:, g] = cand_len.gather(1, order)
+        bs.pool_tokens[:, g] = cand_tok.gather(1, order[..., None].expand(-1, -1, self.T))
+
+    def step(self, bs: _Beams, logp: Tensor, cur_len: int) -> tuple[_Beams, Tensor, Tensor]:
+        """One step for every group in turn. ``logp (A, G, K, V)``; returns the new beams,
+        each new beam's source beam (A, G*K) within its row's block and its token (A, G*K)."""
+        A, G, K, V = logp.shape
+        device = logp.device
+        counts = torch.zeros(A, V, dtype=logp.dtype, device=device)
+        rank = torch.arange(min(2 * K, K * V), device=device)
+        srcs, nxts, new_tokens, new_sel, new_true = [], [], [], [], []
         for g in range(G):
             lp = logp[:, g]
-            pen = lp - diversity_penalty * counts[:, None, :] if diversity_penalty and g else lp
-            base = torch.tensor([sel[b][g] for b in active], dtype=lp.dtype, device=lp.device)
-            cand = (base[:, :, None] + pen).view(len(active), K * V)
-            vals, idx = cand.topk(min(2 * K, K * V), dim=-1)
-            lp_cpu = lp.cpu()
-            for a, (vs, ids) in enumerate(zip(vals.tolist(), idx.tolist())):
-                b = active[a]
-                if group_done[b][g]:  # keep the finished group's beams as they are (ignored)
-                    for j in range(K):
-                        src[a][g * K + j], nxt[a][g * K + j] = g * K + j, 0
-                    continue
-                new_h, new_s, new_t = [], [], []
-                for rank, (v, i) in enumerate(zip(vs, ids)):
-                    j, tok = divmod(i, V)
-                    seq = hyps[b][g][j] + [tok]
-                    t = true[b][g][j] + lp_cpu[a, j, tok].item()
-                    if ends(seq):
-                        if rank < K and v > _NEG:
-                            pools[b][g].append((_norm(v, cur_len, length_penalty),
-                                                _norm(t, cur_len, length_penalty), seq))
-                            pools[b][g].sort(key=lambda h: -h[0])
-                            del pools[b][g][K:]
-                        continue
-                    src[a][g * K + len(new_h)] = g * K + j
-                    nxt[a][g * K + len(new_h)] = tok
-                    new_h.append(seq), new_s.append(v), new_t.append(t)
-                    if len(new_h) == K:
-                        break
-                while len(new_h) < K:  # every candidate ended: pad with dead beams
-                    src[a][g * K + len(new_h)] = g * K
-                    new_h.append(hyps[b][g][0] + [0]), new_s.append(_NEG), new_t.append(_NEG)
-                hyps[b][g], sel[b][g], true[b][g] = new_h, new_s, new_t
-                for j in range(K):
-                    if new_s[j] > _NEG:
-                        counts[a, nxt[a][g * K + j]] += 1
-                # done: the pool is full and no live beam can still beat its worst
-                pool = pools[b][g]
-                if len(pool) == K:
-                    best = max(new_s)
-                    if length_penalty > 0:
-                        bound = _norm(best, max_new_tokens, length_penalty)
-                    else:
-                        bound = _norm(best, cur_len, length_penalty)
-                    if bound <= pool[-1][0]:
-                        group_done[b][g] = True
-        last = step == max_new_tokens - 1
-        for a, b in enumerate(active):  # the last step, or rows whose groups all ended
-            if last:
-                for g in range(G):
-                    if not group_done[b][g]:
-                        for h, s, t in zip(hyps[b][g], sel[b][g], true[b][g]):
-                            if s > _NEG:
-                                pools[b][g].append((_norm(s, cur_len, length_penalty),
-                                                    _norm(t, cur_len, length_penalty), h))
-                        pools[b][g].sort(key=lambda h: -h[0])
-                        del pools[b][g][K:]
-                        group_done[b][g] = True
-        if last:
-            break
-        keep = [a for a, b in enumerate(active) if not all(group_done[b])]
-        if not keep:
-            break
-        index = [a * G * K + s for a in keep for s in src[a]]
-        tokens = [t for a in keep for t in nxt[a]]
-        active = [active[a] for a in keep]
-        index_t = torch.tensor(index, dtype=torch.long, device=device)
-        state = state.select(index_t)
-        logits, state = model.step(torch.tensor(tokens, dtype=torch.long, device=device), state)
-        calls += 1
+            pen = lp - self.penalty * counts[:, None, :] if self.penalty and g else lp
+            cand = (bs.sel[:, g, :, None] + pen).view(A, K * V)
+            vals, idx = cand.topk(rank.numel(), dim=-1)
+            beam, tok = idx // V, idx % V
+            true = bs.true[:, g].gather(1, beam) + lp.reshape(A, K * V).gather(1, idx)
+            prev = bs.tokens[:, g].gather(1, beam[..., None].expand(-1, -1, bs.tokens.shape[-1]))
+            ends = self.ends(prev, tok)
+            live_group = ~bs.done[:, g, None]
+            finite = vals > _NEG
+            seqs = torch.cat([prev, tok[..., None]], -1)
+            self.add_to_pool(bs, g, self.norm(vals, cur_len), self.norm(true, cur_len), seqs,
+                             ends & finite & (rank < K) & live_group)
+            # the first K candidates that do not end become the beams (dead ones pad)
+            live = ~ends
+            chosen = live & (live.long().cumsum(1) <= K)
+            pick = torch.where(chosen, rank, rank + rank.numel()).sort(dim=1).indices[:, :K]
+            valid = chosen.gather(1, pick)
+            g_sel = torch.where(valid, vals.gather(1, pick), _NEG)
+            g_true = torch.where(valid, true.gather(1, pick), _NEG)
+            g_beam = torch.where(valid, beam.gather(1, pick), 0)
+            g_tok = torch.where(valid, tok.gather(1, pick), 0)
+            g_seq = seqs.gather(1, pick[..., None].expand(-1, -1, seqs.shape[-1]))
+            # a finished group keeps its beams as they are (they are ignored)
+            same = torch.arange(K, device=device).expand(A, K)
+            g_beam = torch.where(live_group, g_beam, same)
+            g_tok = torch.where(live_group, g_tok, 0)
+            g_sel = torch.where(live_group, g_sel, bs.sel[:, g])
+            g_true = torch.where(live_group, g_true, bs.true[:, g])
+            counts.scatter_add_(1, g_tok, ((g_sel > _NEG) & live_group).to(counts.dtype))
+            # done: the pool is full and no live beam can still beat its worst entry
+            best = g_sel.max(1).values
+            bound = self.norm(best, self.T if self.lp > 0 else cur_len)
+            full = (bs.pool_sel[:, g] > _NEG).all(1)
+            bs.done[:, g] |= full & (bound <= bs.pool_sel[:, g, -1])
+            srcs.append(g * K + g_beam)
+            nxts.append(g_tok)
+            new_tokens.append(g_seq)
+            new_sel.append(g_sel)
+            new_true.append(g_true)
+        bs.tokens = torch.stack(new_tokens, 1)
+        bs.sel, bs.true = torch.stack(new_sel, 1), torch.stack(new_true, 1)
+        return bs, torch.cat(srcs, 1), torch.cat(nxts, 1)
 
-    best, allh = [], []
+    def close(self, bs: _Beams, cur_len: int) -> None:
+        """The budget is spent: every live beam of an unfinished group joins its pool."""
+        for g in range(self.G):
+            ok = (bs.sel[:, g] > _NEG) & ~bs.done[:, g, None]
+            self.add_to_pool(bs, g, self.norm(bs.sel[:, g], cur_len),
+                             self.norm(bs.true[:, g], cur_len), bs.tokens[:, g], ok)
+        bs.done[:] = True
+
+
+@torch.no_grad()
+def _search(model, req: Request, num_beams: int, num_groups: int, diversity_penalty: float,
+            length_penalty: float, stats: DecodeStats) -> list[list[dict]]:
+    """The shared core; returns per row every final hypothesis, best first."""
+    elapsed = timer()
+    B = len(req.rows)
+    if req.max_new_tokens == 0:
+        return [[{"tokens": [], "score": 0.0, "group": 0}] for _ in req.rows]
+    search = _Search(req, num_beams, num_groups, diversity_penalty, length_penalty)
+    G, K = search.G, search.K
+    logits, state, stats.target_calls = prefill(model, req.rows)
+    stats.prefill_s = elapsed()
+    device = logits.device
+    expand = torch.arange(B, device=device).repeat_interleave(G * K)
+    logits, state = logits.index_select(0, expand), state.select(expand)
+    bs = search.start(B, device)
+    final: list[_Beams | None] = [None] * B
+    active = torch.arange(B, device=device)  # original row of each searched row
+
+    for step in range(req.max_new_tokens):
+        logp = logits if logits.dtype == torch.float64 else logits.float()
+        logp = torch.log_softmax(logp, -1).double().view(active.numel(), G, K, -1)
+        bs, src, nxt = search.step(bs, logp, step + 1)
+        if step == req.max_new_tokens - 1:
+            search.close(bs, step + 1)
+        ended = bs.done.all(1)
+        ended_l = ended.tolist()  # the step's one host sync: which rows are over
+        if any(ended_l):
+            for a, b in enumerate(active.tolist()):
+                if ended_l[a]:
+                    final[b] = bs.select_rows(torch.tensor([a], device=device))
+            if all(ended_l):
+                break
+            keep = (~ended).nonzero().squeeze(1)
+            bs, active = bs.select_rows(keep), active[keep]
+            src, nxt = src[keep], nxt[keep]
+        index = (torch.arange(active.numel(), device=device)[:, None] * (G * K) + src).flatten()
+        state = state.select(index)
+        logits, state = model.step(nxt.flatten(), state)
+        stats.target_calls += 1
+
+    out = []
     for b in range(B):
-        hs = [{"tokens": h, "score": t, "group": g}
-              for g in range(G) for (_, t, h) in pools[b][g]]
+        f = final[b]
+        hs = []
+        for g in range(G):
+            ok, lens = (f.pool_sel[0, g] > _NEG).tolist(), f.pool_len[0, g].tolist()
+            toks, scores = f.pool_tokens[0, g].tolist(), f.pool_true[0, g].tolist()
+            hs += [{"tokens": toks[j][:lens[j]], "score": scores[j], "group": g}
+                   for j in range(K) if ok[j]]
         hs.sort(key=lambda e: -e["score"])  # stable: ties keep group order
-        if not hs:  # nothing finite survived (cannot happen with a finite model)
-            hs = [{"tokens": [], "score": _NEG, "group": 0}]
-        allh.append(hs)
-        best.append(list(hs[0]["tokens"]))
-        stopper.done[b] = True
-        if on_token is not None:
-            for t in best[-1]:
-                on_token(b, t)
-    new = sum(len(o) for o in best)
-    wall = elapsed()
-    return best, allh, {"strategy": name, "target_calls": calls, "new_tokens": new,
-                        "tokens_per_call": new / max(calls, 1), "prefill_s": prefill_s,
-                        "wall_s": wall, "tokens_per_s": new / max(wall, 1e-9)}
+        out.append(hs or [{"tokens": [], "score": _NEG, "group": 0}])
+    return out
 
 
-def _check(num_beams, num_groups, diversity_penalty, length_penalty):
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ConfigError(f"num_beams = {num_beams!r} is not allowed: expected an int >= 1")
-    if not isinstance(num_groups, int) or num_groups < 1:
-        raise ConfigError(f"num_groups = {num_groups!r} is not allowed: expected an int >= 1")
-    if num_beams % num_groups:
-        raise ConfigError(f"num_beams = {num_beams} is not divisible by num_groups = {num_groups}; "
-                          f"choose num_beams as a multiple of {num_groups}")
-    if not diversity_penalty >= 0:
-        raise ConfigError(f"diversity_penalty = {diversity_penalty!r} is not allowed: expected >= 0")
-    if not math.isfinite(length_penalty):
-        raise ConfigError(f"length_penalty = {length_penalty!r} is not allowed: expected a finite number")
+def _finish(req: Request, allh: list[list[dict]], stats: DecodeStats,
+            elapsed) -> GenerateOutput:
+    best = [list(hs[0]["tokens"]) for hs in allh]
+    for b, toks in enumerate(best):
+        req.stopper.done[b] = True
+        if req.on_token is not None:
+            for t in toks:
+                req.on_token(b, t)
+    stats.scores = [hs[0]["score"] for hs in allh]
+    stats.new_tokens = sum(len(o) for o in best)
+    stats.wall_s = elapsed()
+    return GenerateOutput(best, stats)
 
 
-@register("beam")
-@torch.no_grad()
-def beam(model, rows, *, max_new_tokens, sampling=None, stopper, on_token=None, generator=None,
-         num_beams: int = 4, length_penalty: float = 1.0,
-         num_return_sequences: int = 1) -> GenerateOutput:
-    """Beam search; ``stats["nbest"]`` (when ``num_return_sequences > 1``) holds per row the
+@register("beam", BeamConfig, samples="never")
+def beam(model, req: Request, cfg: BeamConfig) -> GenerateOutput:
+    """Beam search; ``stats.nbest`` (when ``num_return_sequences > 1``) holds per row the
     best ``num_return_sequences`` hypotheses as ``{"tokens", "score"}``, best first."""
-    _check(num_beams, 1, 0.0, length_penalty)
-    if not isinstance(num_return_sequences, int) or not 1 <= num_return_sequences <= num_beams:
-        raise ConfigError(f"num_return_sequences = {num_return_sequences!r} is not allowed: expected "
-                          f"an int from 1 to num_beams = {num_beams}")
-    best, allh, stats = _search(model, rows, max_new_tokens=max_new_tokens, stopper=stopper,
-                                on_token=on_token, num_beams=num_beams, num_groups=1,
-                                diversity_penalty=0.0, length_penalty=float(length_penalty),
-                                name="beam")
-    if num_return_sequences > 1:
-        stats["nbest"] = [[{"tokens": h["tokens"], "score": h["score"]}
-                           for h in hs[:num_return_sequences]] for hs in allh]
-    stats["scores"] = [hs[0]["score"] for hs in allh]
-    return GenerateOutput(best, stats)
+    elapsed = timer()
+    stats = DecodeStats(strategy="beam", options=cfg.to_dict())
+    allh = _search(model, req, cfg.num_beams, 1, 0.0, cfg.length_penalty, stats)
+    if cfg.num_return_sequences > 1:
+        stats.nbest = [[{"tokens": h["tokens"], "score": h["score"]}
+                        for h in hs[:cfg.num_return_sequences]] for hs in allh]
+    return _finish(req, allh, stats, elapsed)
 
 
-@register("diverse-beam")
-@torch.no_grad()
-def diverse_beam(model, rows, *, max_new_tokens, sampling=None, stopper, on_token=None,
-                 generator=None, num_beams: int = 4, num_groups: int = 2,
-                 diversity_penalty: float = 0.5, length_penalty: float = 1.0) -> GenerateOutput:
-    """Diverse beam search; ``stats["nbest"]`` holds per row every group's final beams as
+@register("diverse-beam", DiverseBeamConfig, samples="never")
+def diverse_beam(model, req: Request, cfg: DiverseBeamConfig) -> GenerateOutput:
+    """Diverse beam search; ``stats.nbest`` holds per row every group's final beams as
     ``{"tokens", "score", "group"}``, best (model score) first."""
-    _check(num_beams, num_groups, diversity_penalty, length_penalty)
-    best, allh, stats = _search(model, rows, max_new_tokens=max_new_tokens, stopper=stopper,
-                                on_token=on_token, num_beams=num_beams, num_groups=num_groups,
-                                diversity_penalty=float(diversity_penalty),
-                                length_penalty=float(length_penalty), name="diverse-beam")
-    stats["nbest"] = allh
-    stats["scores"] = [hs[0]["score"] for hs in allh]
-    return GenerateOutput(best, stats)
+    elapsed = timer()
+    stats = DecodeStats(strategy="diverse-beam", options=cfg.to_dict())
+    allh = _search(model, req, cfg.num_beams, cfg.num_groups, cfg.diversity_penalty,
+                   cfg.length_penalty, stats)
+    stats.nbest = allh
+    return _finish(req, allh, stats, elapsed)

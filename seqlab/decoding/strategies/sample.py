@@ -2,45 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from seqlab.decoding.engine import GenerateOutput, prefill, timer
-from seqlab.decoding.sampling import SamplingConfig, choose
+from seqlab.config import Config
+from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, Rows, prefill, timer
+from seqlab.decoding.sampling import choose
 from seqlab.decoding.strategies import register
 
 
-@register("sample")
+@dataclass(frozen=True)
+class NoOptions(Config):
+    """Greedy decoding and sampling take no options beyond the sampling settings."""
+
+
 @torch.no_grad()
-def sample(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
-           generator=None) -> GenerateOutput:
-    device = next(model.parameters()).device
+def _decode(model, req: Request, name: str) -> GenerateOutput:
     elapsed = timer()
-    logits, state, calls = prefill(model, rows, device)
-    prefill_s = elapsed()
-    out: list[list[int]] = [[] for _ in rows]
-    for i in range(max_new_tokens):
-        nxt = choose(logits, sampling, generator)
-        ids = nxt.tolist()
-        for b, t in enumerate(ids):
-            if stopper.done[b]:
-                continue
-            out[b].append(t)
-            if on_token is not None:
-                on_token(b, t)
-            stopper.update(b, out[b])
-        if all(stopper.done) or i == max_new_tokens - 1:
+    stats = DecodeStats(strategy=name)
+    rows = Rows(req)
+    if req.max_new_tokens == 0:
+        return rows.finish(stats, elapsed)
+    logits, state, stats.target_calls = prefill(model, req.rows)
+    stats.prefill_s = elapsed()
+    while True:
+        nxt = choose(logits, req.sampling, req.generator)
+        n_rows = len(rows.active)
+        keep = rows.emit_round([[t] for t in nxt.tolist()])
+        if not keep:
             break  # no model call for logits nobody will use
+        if len(keep) < n_rows:
+            nxt, state = nxt[keep], state.select(keep)
         logits, state = model.step(nxt, state)
-        calls += 1
-    new = sum(len(o) for o in out)
-    return GenerateOutput(out, {"strategy": "greedy" if sampling.greedy else "sample",
-                                "target_calls": calls, "new_tokens": new,
-                                "tokens_per_call": new / max(calls, 1), "prefill_s": prefill_s,
-                                "wall_s": elapsed(), "tokens_per_s": new / max(elapsed(), 1e-9)})
+        stats.target_calls += 1
+    return rows.finish(stats, elapsed)
 
 
-@register("greedy")
-def greedy(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
-           generator=None) -> GenerateOutput:
-    return sample(model, rows, max_new_tokens=max_new_tokens, sampling=SamplingConfig(temperature=0.0),
-                  stopper=stopper, on_token=on_token, generator=generator)
+@register("sample", NoOptions, samples="always")
+def sample(model, req: Request, cfg: NoOptions) -> GenerateOutput:
+    return _decode(model, req, "greedy" if req.sampling.greedy else "sample")
+
+
+@register("greedy", NoOptions, samples="never")
+def greedy(model, req: Request, cfg: NoOptions) -> GenerateOutput:
+    return _decode(model, req, "greedy")

@@ -31,17 +31,17 @@ exactly as in chain speculative decoding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from seqlab.config import ConfigError
-from seqlab.decoding.engine import GenerateOutput, prefill, timer
-from seqlab.decoding.sampling import SamplingConfig, choose, probabilities
+from seqlab.config import Config, ConfigError
+from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, combine, groups, prefill
+from seqlab.decoding.loop import Verdict, draft_and_verify
+from seqlab.decoding.sampling import probabilities
 from seqlab.decoding.strategies import register
-from seqlab.decoding.strategies.speculative import (
-    _combine, _groups, check_draft, emit_accepted, finish_stats, make_emitter, roll_back)
+from seqlab.decoding.verify import roll_back
 
 
 @dataclass
@@ -85,67 +85,154 @@ def _conditioned_gumbel(phi: Tensor, parent_g: Tensor, generator) -> Tensor:
     return torch.where(torch.isfinite(phi), out, torch.full_like(out, float("-inf")))
 
 
-def _check_shape(branching, beam_width, depth):
-    if branching is not None and beam_width is not None:
-        raise ConfigError("strategy 'tree' takes branching=(b1, b2, ...) or beam_width=W with "
-                          "depth=D, not both")
-    if beam_width is not None:
-        if not isinstance(beam_width, int) or beam_width < 1:
-            raise ConfigError(f"beam_width = {beam_width!r} is not allowed: expected an int >= 1")
-        if not isinstance(depth, int) or depth < 1:
-            raise ConfigError(f"depth = {depth!r} is not allowed: strategy 'tree' with beam_width "
-                              "needs depth, an int >= 1")
-        return None
-    if depth is not None:
-        raise ConfigError("depth is set by branching=(b1, b2, ...) (one entry per depth); pass "
-                          "depth only with beam_width")
-    b = tuple(branching) if branching is not None else (2, 2, 1, 1)
-    if not b or not all(isinstance(x, int) and x >= 1 for x in b):
-        raise ConfigError(f"branching = {branching!r} is not allowed: expected a non-empty "
-                          "sequence of ints >= 1, children per node at each depth")
-    return b
+@dataclass(frozen=True)
+class TreeConfig(Config):
+    """The tree's shape: ``branching`` (children per node at each depth; default 2,2,1,1) or
+    ``beam_width`` with ``depth`` (the stochastic-beam tree), and how it is verified."""
+
+    branching: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "tree: children per node at each depth, e.g. 2,2,1,1 (the default)"})
+    beam_width: int | None = field(default=None, metadata={
+        "help": "tree: stochastic-beam tree width (with --depth)"})
+    depth: int | None = field(default=None, metadata={
+        "help": "tree: depth of the stochastic-beam tree"})
+    tree_attention: bool | None = field(default=None, metadata={
+        "help": "tree: verify as one row with tree attention (default: when the target "
+                "can) or as one batch row per leaf"})
+
+    def validate(self) -> None:
+        if self.branching is not None and self.beam_width is not None:
+            raise ConfigError("strategy 'tree' takes branching=(b1, b2, ...) or beam_width=W "
+                              "with depth=D, not both")
+        if self.beam_width is not None:
+            if self.beam_width < 1:
+                raise ConfigError(f"beam_width = {self.beam_width!r} is not allowed: expected "
+                                  "an int >= 1")
+            if self.depth is None or self.depth < 1:
+                raise ConfigError(f"depth = {self.depth!r} is not allowed: strategy 'tree' with "
+                                  "beam_width needs depth, an int >= 1")
+        elif self.depth is not None:
+            raise ConfigError("depth is set by branching=(b1, b2, ...) (one entry per depth); "
+                              "pass depth only with beam_width")
+        if self.branching is not None and (not self.branching
+                                           or not all(b >= 1 for b in self.branching)):
+            raise ConfigError(f"branching = {self.branching!r} is not allowed: expected a "
+                              "non-empty sequence of ints >= 1, children per node at each depth")
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The fixed branching, or None for the stochastic-beam tree."""
+        if self.beam_width is not None:
+            return None
+        return self.branching if self.branching is not None else (2, 2, 1, 1)
 
 
-@register("tree")
-@torch.no_grad()
-def tree(model, rows, *, max_new_tokens, sampling: SamplingConfig, stopper, on_token=None,
-         generator=None, draft=None, branching=None, beam_width: int | None = None,
-         depth: int | None = None, tree_attention: bool | None = None) -> GenerateOutput:
-    """Tree speculative decoding; options ``draft`` and either ``branching`` (default (2, 2, 1,
-    1)) or ``beam_width`` with ``depth`` (the stochastic-beam tree). ``tree_attention``: verify
-    the tree as one row with tree attention (default: whenever the target is attention-only)
-    or, False, as one batch row per leaf."""
-    check_draft(model, draft, "tree")
-    shape = _check_shape(branching, beam_width, depth)
-    supported = getattr(model, "supports_tree", False)
-    if tree_attention and not supported:
-        raise ConfigError("tree_attention=True needs a target whose every layer is attention "
-                          "without a window; leave it unset to verify branches as batch rows")
-    tree_attention = supported if tree_attention is None else bool(tree_attention)
-    was_training = draft.training
-    draft.eval()
-    try:
-        return _Run(model, draft, sampling, generator, shape, beam_width, depth, tree_attention).go(
-            rows, max_new_tokens, stopper, on_token)
-    finally:
-        draft.train(was_training)
+@register("tree", TreeConfig, samples="optional", needs_draft=True)
+def tree(model, req: Request, cfg: TreeConfig) -> GenerateOutput:
+    """Tree speculative decoding with ``req.draft`` growing the trees (see the module docstring)."""
+    supported = model.capabilities.tree
+    if cfg.tree_attention and not supported:
+        raise ConfigError("tree_attention=True needs a target that declares the tree capability "
+                          "(every layer attention without a window); leave it unset to verify "
+                          "branches as batch rows")
+    tree_attention = supported if cfg.tree_attention is None else cfg.tree_attention
+    stats = DecodeStats(strategy="tree", options={**cfg.to_dict(), "tree_attention": tree_attention})
+    proposer = TreeProposer(model, req.draft, req, cfg, tree_attention, stats)
+    return draft_and_verify(model, req, proposer, stats)
 
 
-class _Run:
-    def __init__(self, model, draft, sampling, generator, branching, beam_width, depth,
-                 tree_attention):
-        self.model, self.draft, self.sampling, self.gen = model, draft, sampling, generator
+@dataclass
+class TreeDraft:
+    """One round's trees: the root ``last`` per row, the levels below it, the draft's
+    probabilities at every non-leaf node (sampling) and its states after each depth."""
+
+    proposer: "TreeProposer"
+    last: Tensor
+    levels: list[Level]
+    qs: list[Tensor]
+    dstates: list
+    depth: int
+    accepted: list = field(default_factory=list)  # per row, the accepted path, after verify
+
+    def verify(self, model, state, fed: list[int], req: Request, stats: DecodeStats) -> Verdict:
+        return self.proposer.verify(self, model, state, fed, stats)
+
+
+class TreeProposer:
+    def __init__(self, model, draft, req: Request, cfg: TreeConfig, tree_attention: bool,
+                 stats: DecodeStats):
+        self.model, self.draft, self.sampling, self.gen = model, draft, req.sampling, req.generator
         self.tree_attention = tree_attention
-        self.draft_tree = tree_attention and getattr(draft, "supports_tree", False)
-        self.branching, self.beam_width = branching, beam_width
-        self.depth = len(branching) if branching is not None else depth
-        self.V = model.cfg.vocab_size
-        self.stats = {"strategy": "tree", "tree_attention": tree_attention, "target_calls": 0, "verify_calls": 0,
-                      "recompute_calls": 0, "draft_calls": 0, "draft_tokens": 0, "accepted": []}
-        if branching is not None:
-            self.stats["branching"] = list(branching)
+        self.draft_tree = tree_attention and draft.capabilities.tree
+        self.branching, self.beam_width = cfg.shape, cfg.beam_width
+        self.depth = len(self.branching) if self.branching is not None else cfg.depth
+        self.V = model.vocab_size
+        self.stats = stats
+        self.dstate = None
+        self.fed: list[int] = []
+
+    # -- the proposer interface -------------------------------------------------------------
+    def start(self, rows: list[list[int]], first: list[int]) -> None:
+        _, self.dstate, calls = prefill(self.draft, rows)
+        self.stats.draft_calls += calls
+        self.fed = [len(r) for r in rows]
+
+    def propose(self, last: Tensor, room: list[int]) -> TreeDraft:
+        R = last.shape[0]
+        depth = min(self.depth, max(room))  # never draft past what any row may emit
+        self._g = torch.zeros(R, 1, dtype=torch.float64, device=last.device)  # beam: root's Gumbel
+        if depth:
+            levels, qs, dstates = self.grow(last, self.dstate, depth)
         else:
-            self.stats.update(beam_width=beam_width, depth=depth)
+            levels, qs = [], []
+            _, s = self.draft.step(last, self.dstate)
+            self.stats.draft_calls += 1
+            dstates = [s]
+        return TreeDraft(self, last, levels, qs, dstates, depth)
+
+    def verify(self, tree: TreeDraft, model, tstate, fed: list[int], stats: DecodeStats) -> Verdict:
+        last, levels, R = tree.last, tree.levels, tree.last.shape[0]
+        tok_l = [lv.tokens.tolist() for lv in levels]
+        if self.tree_attention:
+            where, t_logits, verified = self.verify_tree(last, levels, tstate)
+        else:
+            paths = self.leaves(levels) if levels else [[[]] for _ in range(R)]
+            where, t_logits, verified, seq = self.verify_rows(last, levels, paths, tok_l,
+                                                              tstate, tree.depth)
+        stats.target_calls += 1
+        # walk each row's tree: accept down a path, then one token of the target
+        counts, tokens = [], []
+        for r in range(R):
+            path, token = self.accept(r, where[r], t_logits, tok_l, levels, tree.qs)
+            counts.append(len(path))
+            tree.accepted.append(path)
+            tokens.append([tok_l[d][r][j] for d, j in path] + [token])
+        tree.tok_l = tok_l
+
+        def rolled_back():
+            if self.tree_attention:
+                offsets = self._offsets(levels)
+                return verified.keep(fed, [[0] + [1 + offsets[d] + j for d, j in path]
+                                           for path in tree.accepted])
+            chosen = [where[r][tree.accepted[r][-1] if tree.accepted[r] else (-1, 0)][0]
+                      for r in range(R)]
+            return roll_back(model, seq[chosen], tstate, verified.select(chosen), counts, fed,
+                             stats)
+
+        return Verdict(counts, tokens, rolled_back)
+
+    def advance(self, tree: TreeDraft, verdict: Verdict) -> None:
+        R = len(verdict.counts)
+        self.dstate = self._draft_state(tree.accepted, tree.last, tree.tok_l, tree.levels,
+                                        tree.dstates, R, self.fed)
+        self.fed = [f + n + 1 for f, n in zip(self.fed, verdict.counts)]
+
+    def select(self, keep: list[int]) -> None:
+        self.dstate = self.dstate.select(keep)
+        self.fed = [self.fed[i] for i in keep]
+
+    def finish(self, stats: DecodeStats) -> None:
+        pass
 
     # -- the draft's tree ----------------------------------------------------------------
     def _log_q(self, logits: Tensor) -> Tensor:
@@ -163,7 +250,7 @@ class _Run:
         """
         R = last.shape[0]
         logits, s = self.draft.step(last, dstate)
-        self.stats["draft_calls"] += 1
+        self.stats.draft_calls += 1
         states, qs, levels = [s], [], []
         anc = torch.zeros(R, 0, 0, dtype=torch.bool, device=last.device)  # draft tree: ancestors
         logq = self._log_q(logits)  # (R * n_prev, V)
@@ -186,7 +273,7 @@ class _Run:
                                                 levels[-1].valid if levels else None)
             levels.append(level)
             n = level.tokens.shape[1]
-            self.stats["draft_tokens"] += int(level.valid.sum())
+            self.stats.drafted += int(level.valid.sum())
             if d + 1 < depth:
                 if self.draft_tree:  # one row per sequence: the tree's nodes share its cache
                     anc = self._extend_ancestors(anc, level, n_prev)
@@ -199,7 +286,7 @@ class _Run:
                                    + level.parent).flatten()
                     logits, s = self.draft.step(level.tokens.flatten(),
                                                 states[-1].select(flat_parent))
-                self.stats["draft_calls"] += 1
+                self.stats.draft_calls += 1
                 states.append(s)
                 logq = self._log_q(logits)
             n_prev = n
@@ -240,7 +327,6 @@ class _Run:
         return (Level(tok, parent, torch.isfinite(keys)),
                 phi.view(R, -1).gather(1, (parent * V + tok)))
 
-    # -- one round -------------------------------------------------------------------------
     def leaves(self, levels: list[Level]):
         """Per row the leaf paths: lists of (depth, node) from depth 1 down to a leaf."""
         R = levels[0].tokens.shape[0]
@@ -263,90 +349,6 @@ class _Run:
                         paths.append(path[::-1])
             out.append(paths or [[]])  # no valid child at all: the root alone is the leaf
         return out
-
-    def go(self, rows, max_new_tokens, stopper, on_token) -> GenerateOutput:
-        model, draft, sampling, stats = self.model, self.draft, self.sampling, self.stats
-        device = next(model.parameters()).device
-        elapsed = timer()
-        B = len(rows)
-        out: list[list[int]] = [[] for _ in rows]
-        emit = make_emitter(out, stopper, on_token, max_new_tokens)
-        if max_new_tokens == 0:
-            stats["prefill_s"] = 0.0
-            return finish_stats(out, stats, elapsed)
-        logits, tstate, calls = prefill(model, rows, device)
-        stats["target_calls"] += calls
-        _, dstate, dcalls = prefill(draft, rows, device)
-        stats["draft_calls"] += dcalls
-        stats["prefill_s"] = elapsed()
-
-        first = choose(logits, sampling, self.gen).tolist()
-        active = [b for b in range(B) if not emit(b, first[b])]
-        if not active:
-            return finish_stats(out, stats, elapsed)
-        last = torch.tensor([first[b] for b in active], device=device, dtype=torch.long)
-        fed = [len(rows[b]) + len(out[b]) - 1 for b in active]
-        if len(active) < B:
-            tstate, dstate = tstate.select(active), dstate.select(active)
-
-        while active:
-            R = len(active)
-            left = max(max_new_tokens - len(out[b]) for b in active)
-            depth = min(self.depth, left - 1)  # never draft past what any row may emit
-            self._g = torch.zeros(R, 1, dtype=torch.float64, device=device)  # beam: root's Gumbel
-            if depth:
-                levels, qs, dstates = self.grow(last, dstate, depth)
-                paths = None if self.tree_attention else self.leaves(levels)
-            else:
-                levels, qs, paths = [], [], [[[]] for _ in range(R)]
-                lg, s = draft.step(last, dstate)
-                stats["draft_calls"] += 1
-                dstates = [s]
-
-            # -- verify the whole tree in one target call ------------------------------------
-            tok_l = [lv.tokens.tolist() for lv in levels]
-            if self.tree_attention:
-                where, t_logits, verified = self.verify_tree(last, levels, tstate)
-            else:
-                where, t_logits, verified, seq = self.verify_rows(last, levels, paths, tok_l,
-                                                                  tstate, depth)
-            stats["target_calls"] += 1
-            stats["verify_calls"] += 1
-
-            # -- walk each row's tree: accept down a path, then one token of the target ----
-            counts, nxt, accepted = [], [], []
-            for r in range(R):
-                path, token = self.accept(r, where[r], t_logits, tok_l, levels, qs)
-                counts.append(len(path))
-                nxt.append(token)
-                accepted.append(path)
-            stats["accepted"].append(counts)
-
-            keep = emit_accepted(emit, active, [[tok_l[d][i][j] for d, j in accepted[i]]
-                                                + [nxt[i]] for i in range(R)])
-            if not keep:
-                break
-
-            # -- states: both cover last + the accepted path ----------------------------------
-            if self.tree_attention:
-                offsets = self._offsets(levels)
-                tstate = verified.keep(fed, [[0] + [1 + offsets[d] + j for d, j in path]
-                                             for path in accepted])
-                new_fed = [f + n + 1 for f, n in zip(fed, counts)]
-            else:
-                chosen = [where[r][accepted[r][-1] if accepted[r] else (-1, 0)][0]
-                          for r in range(R)]
-                tstate, new_fed = roll_back(model, seq[chosen], tstate, verified.select(chosen),
-                                            counts, fed, stats)
-            dstate = self._draft_state(accepted, last, tok_l, levels, dstates, R, fed)
-            last = torch.tensor(nxt, dtype=torch.long, device=device)
-            fed = new_fed
-            if len(keep) < R:
-                active = [active[i] for i in keep]
-                fed = [fed[i] for i in keep]
-                last = last[keep]
-                tstate, dstate = tstate.select(keep), dstate.select(keep)
-        return finish_stats(out, stats, elapsed)
 
     # -- the two ways to verify ------------------------------------------------------------
     @staticmethod
@@ -448,7 +450,7 @@ class _Run:
             return self._draft_state_tree(accepted, last, tok_l, levels, dstates, R, fed)
         parts = []
         counts = [len(p) for p in accepted]
-        for n, idx in _groups(counts).items():
+        for n, idx in groups(counts).items():
             if n < len(dstates):  # dstates[n]: after the depth-n nodes, rows r * n_nodes + j
                 width = levels[n - 1].tokens.shape[1] if n else 1
                 flat = [r * width + (accepted[r][-1][1] if n else 0) for r in idx]
@@ -459,9 +461,9 @@ class _Run:
                 leaf = torch.tensor([tok_l[n - 1][r][accepted[r][-1][1]] for r in idx],
                                     device=last.device)
                 _, s = self.draft.step(leaf, dstates[n - 1].select(prev))
-                self.stats["draft_calls"] += 1
+                self.stats.draft_calls += 1
                 parts.append((idx, s))
-        return _combine(parts, R)
+        return combine(parts, R)
 
     def _draft_state_tree(self, accepted, last, tok_l, levels, dstates, R, fed):
         """Keep the accepted path in the draft's tree cache; feed a full-depth leaf."""
@@ -475,8 +477,8 @@ class _Run:
         leaf = torch.tensor([tok_l[accepted[r][-1][0]][r][accepted[r][-1][1]] for r in deep],
                             device=last.device)
         _, s = self.draft.step(leaf, state if len(deep) == R else state.select(deep))
-        self.stats["draft_calls"] += 1
+        self.stats.draft_calls += 1
         if len(deep) == R:
             return s
         rest = [r for r in range(R) if r not in set(deep)]
-        return _combine([(deep, s), (rest, state.select(rest))], R)
+        return combine([(deep, s), (rest, state.select(rest))], R)
