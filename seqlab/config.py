@@ -147,3 +147,12 @@ class Config:
                 v = [x.to_dict() if isinstance(x, Config) else x for x in v]
             out[f.name] = v
         return out
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with a default and a one-line help (command lines show it).
+
+    Example:
+        >>> gamma: int = option(4, "speculative: draft tokens per target call")
+    """
+    return dataclasses.field(default=default, metadata={"help": help})

@@ -34,12 +34,12 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from seqlab.config import Config, ConfigError, require
+from seqlab.config import Config, ConfigError, option, require
 from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, prefill, timer
 from seqlab.decoding.strategies import register
 
@@ -47,38 +47,39 @@ _NEG = float("-inf")
 
 
 @dataclass(frozen=True)
-class BeamConfig(Config):
-    num_beams: int = field(default=4, metadata={"help": "beam, diverse-beam: beams per prompt"})
-    length_penalty: float = field(default=1.0, metadata={
-        "help": "beam, diverse-beam: a hypothesis scores sum(logprob) / length**this"})
-    num_return_sequences: int = field(default=1, metadata={
-        "help": "beam: hypotheses per prompt in stats.nbest"})
+class _BeamOptions(Config):
+    num_beams: int = option(4, "beam, diverse-beam: beams per prompt")
+    length_penalty: float = option(1.0, "beam, diverse-beam: a hypothesis scores "
+                                        "sum(logprob) / length**this")
 
     def validate(self) -> None:
         require(self.num_beams >= 1, self, "num_beams", "an int >= 1")
         require(math.isfinite(self.length_penalty), self, "length_penalty", "a finite number")
+
+
+@dataclass(frozen=True)
+class BeamConfig(_BeamOptions):
+    num_return_sequences: int = option(1, "beam: hypotheses per prompt in stats.nbest")
+
+    def validate(self) -> None:
+        super().validate()
         require(1 <= self.num_return_sequences <= self.num_beams, self, "num_return_sequences",
                 f"an int from 1 to num_beams = {self.num_beams}")
 
 
 @dataclass(frozen=True)
-class DiverseBeamConfig(Config):
-    num_beams: int = field(default=4, metadata={"help": "beam, diverse-beam: beams per prompt"})
-    num_groups: int = field(default=2, metadata={"help": "diverse-beam: groups"})
-    diversity_penalty: float = field(default=0.5, metadata={
-        "help": "diverse-beam: Hamming diversity penalty (lambda)"})
-    length_penalty: float = field(default=1.0, metadata={
-        "help": "beam, diverse-beam: a hypothesis scores sum(logprob) / length**this"})
+class DiverseBeamConfig(_BeamOptions):
+    num_groups: int = option(2, "diverse-beam: groups")
+    diversity_penalty: float = option(0.5, "diverse-beam: Hamming diversity penalty (lambda)")
 
     def validate(self) -> None:
-        require(self.num_beams >= 1, self, "num_beams", "an int >= 1")
+        super().validate()
         require(self.num_groups >= 1, self, "num_groups", "an int >= 1")
         if self.num_beams % self.num_groups:
             raise ConfigError(f"num_beams = {self.num_beams} is not divisible by num_groups = "
                               f"{self.num_groups}; choose num_beams as a multiple of "
                               f"{self.num_groups}")
         require(self.diversity_penalty >= 0, self, "diversity_penalty", "a number >= 0")
-        require(math.isfinite(self.length_penalty), self, "length_penalty", "a finite number")
 
 
 @dataclass

@@ -12,12 +12,12 @@ point mass q, so acceptance is lossless for greedy decoding and for sampling ali
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from seqlab.config import Config, require
+from seqlab.config import Config, option, require
 from seqlab.decoding.drafters import NGramDrafter, PromptLookup
 from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request
 from seqlab.decoding.loop import Verdict, draft_and_verify
@@ -30,8 +30,8 @@ _MAX_NGRAM = "prompt-lookup, ngram: longest suffix to look up"
 
 @dataclass(frozen=True)
 class PromptLookupConfig(Config):
-    num_draft: int = field(default=8, metadata={"help": _NUM_DRAFT})
-    max_ngram: int = field(default=3, metadata={"help": _MAX_NGRAM})
+    num_draft: int = option(8, _NUM_DRAFT)
+    max_ngram: int = option(3, _MAX_NGRAM)
 
     def validate(self) -> None:
         require(self.num_draft >= 1, self, "num_draft", "an int >= 1 (draft tokens per round)")
@@ -40,8 +40,8 @@ class PromptLookupConfig(Config):
 
 @dataclass(frozen=True)
 class NGramConfig(PromptLookupConfig):
-    min_count: int = field(default=2, metadata={
-        "help": "ngram: observations of a continuation before the table is trusted"})
+    min_count: int = option(2, "ngram: observations of a continuation before the table is "
+                               "trusted")
 
     def validate(self) -> None:
         super().validate()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seqlab.config import Config, require
+from seqlab.config import Config, option, require
 from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, combine, groups, prefill
 from seqlab.decoding.loop import Verdict, draft_and_verify
 from seqlab.decoding.sampling import choose, probabilities
@@ -27,7 +27,7 @@ from seqlab.decoding.verify import ChainDraft
 
 @dataclass(frozen=True)
 class SpeculativeConfig(Config):
-    gamma: int = field(default=4, metadata={"help": "speculative: draft tokens per target call"})
+    gamma: int = option(4, "speculative: draft tokens per target call")
 
     def validate(self) -> None:
         require(self.gamma >= 1, self, "gamma", "an int >= 1 (draft tokens per round)")

@@ -30,16 +30,15 @@ exactly as in chain speculative decoding.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from seqlab.config import Config, ConfigError
+from seqlab.config import Config, ConfigError, option
 from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, combine, groups, prefill
 from seqlab.decoding.loop import Verdict, draft_and_verify
-from seqlab.decoding.sampling import probabilities
+from seqlab.decoding.sampling import SamplingConfig, probabilities
 from seqlab.decoding.strategies import register
 from seqlab.decoding.verify import roll_back
 
@@ -90,15 +89,13 @@ class TreeConfig(Config):
     """The tree's shape: ``branching`` (children per node at each depth; default 2,2,1,1) or
     ``beam_width`` with ``depth`` (the stochastic-beam tree), and how it is verified."""
 
-    branching: tuple[int, ...] | None = field(default=None, metadata={
-        "help": "tree: children per node at each depth, e.g. 2,2,1,1 (the default)"})
-    beam_width: int | None = field(default=None, metadata={
-        "help": "tree: stochastic-beam tree width (with --depth)"})
-    depth: int | None = field(default=None, metadata={
-        "help": "tree: depth of the stochastic-beam tree"})
-    tree_attention: bool | None = field(default=None, metadata={
-        "help": "tree: verify as one row with tree attention (default: when the target "
-                "can) or as one batch row per leaf"})
+    branching: tuple[int, ...] | None = option(None, "tree: children per node at each depth, "
+                                                     "e.g. 2,2,1,1 (the default)")
+    beam_width: int | None = option(None, "tree: stochastic-beam tree width (with --depth)")
+    depth: int | None = option(None, "tree: depth of the stochastic-beam tree")
+    tree_attention: bool | None = option(None, "tree: verify as one row with tree attention "
+                                               "(default: when the target can) or as one "
+                                               "batch row per leaf")
 
     def validate(self) -> None:
         if self.branching is not None and self.beam_width is not None:
