@@ -91,6 +91,9 @@ def seqlab_configs(draft, self_draft: bool):
              {"draft": draft, "beam_width": 3, "depth": CHAIN_DEPTH}, False),
         ]
     runs += [
+        ("depth 4", "beam, 4 beams", "beam", {"num_beams": 4}, False),
+        ("depth 4", "diverse beam, 4 beams in 2 groups", "diverse-beam",
+         {"num_beams": 4, "num_groups": 2}, False),
         ("depth 4", "prompt-lookup, 4 tokens", "prompt-lookup", {"num_draft": CHAIN_DEPTH}, False),
         ("depth 4", "ngram (adaptive), 4 tokens", "ngram", {"num_draft": CHAIN_DEPTH}, False),
     ]
@@ -216,8 +219,10 @@ def setting_pair(args):
         ours = run_seqlab(target, prompts, args.new_tokens, seqlab_configs(draft, False), "pair", B,
                           args.reps)
         base = ours[0]["tokens_s"]
-        rows += ours + run_hf(hf_t, prompts, args.new_tokens, "pair", B, args.reps,
-                              ours[0]["tokens"], base, draft_hf=hf_d)
+        rows += ours
+        if not args.seqlab_only:
+            rows += run_hf(hf_t, prompts, args.new_tokens, "pair", B, args.reps,
+                           ours[0]["tokens"], base, draft_hf=hf_d)
     return rows
 
 
@@ -286,6 +291,8 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=160, help="smollm2: prompt length in tokens")
     ap.add_argument("--self-draft-layers", type=int, default=8,
                     help="smollm2: layers of the target the self-draft keeps (of 30)")
+    ap.add_argument("--seqlab-only", action="store_true",
+                    help="pair: skip transformers (a before/after comparison of seqlab itself)")
     ap.add_argument("--reps", type=int, default=2, help="runs per strategy; the fastest counts")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "decoding.jsonl"))
     args = ap.parse_args()

@@ -103,3 +103,40 @@ def test_errors():
         generate(m, [[1]], "greedy", max_new_tokens=2, gamma=2)
     with pytest.raises(ConfigError, match="top_p = 1.5"):
         generate(m, [[1]], "sample", top_p=1.5)
+
+
+def test_defaults_are_greedy_and_ignored_sampling_options_are_refused():
+    m = model_of(PATTERNS["hybrid"])
+    d = model_of(["gru"])
+    prompts = [[1, 2, 3], [4, 5]]
+    plain = generate(m, prompts, "greedy", 9).tokens
+    # no temperature: every drafting strategy is exactly greedy, as assisted generation is
+    assert generate(m, prompts, "speculative", 9, draft=d).tokens == plain
+    assert generate(m, prompts, "tree", 9, draft=d).tokens == plain
+    assert generate(m, prompts, "prompt-lookup", 9).tokens == plain
+    # sample without a temperature samples at 1.0, seeded
+    a = generate(m, prompts, "sample", 9, seed=3).tokens
+    assert a == generate(m, prompts, "sample", 9, temperature=1.0, seed=3).tokens
+    with pytest.raises(ConfigError, match="strategy 'greedy' does not sample, so top_p"):
+        generate(m, prompts, "greedy", 9, top_p=0.9)
+    with pytest.raises(ConfigError, match="strategy 'beam' does not sample, so seed, temperature"):
+        generate(m, prompts, "beam", 9, temperature=0.7, seed=1)
+    with pytest.raises(ConfigError, match="top_k only apply when sampling.*give a temperature"):
+        generate(m, prompts, "speculative", 9, draft=d, top_k=5)
+    assert generate(m, prompts, "beam", 9, temperature=0, num_beams=1,
+                    length_penalty=0.0).tokens == plain  # temperature 0 is greedy: allowed
+    with pytest.raises(ConfigError, match="needs a draft model"):
+        generate(m, prompts, "tree", 9)
+    with pytest.raises(ConfigError, match="takes no draft model"):
+        generate(m, prompts, "greedy", 9, draft=d)
+    with pytest.raises(ConfigError, match=r"SpeculativeConfig.gamma = 0 is not allowed"):
+        generate(m, prompts, "speculative", 9, draft=d, gamma=0)
+
+
+def test_import_seqlab_exposes_decoding():
+    import subprocess
+    import sys
+
+    code = "import seqlab; print(seqlab.decoding.generate.__name__, sorted(seqlab.decoding.STRATEGIES))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("generate [") and "'speculative'" in out.stdout
