@@ -75,8 +75,8 @@ def check_manifest(folder: str | os.PathLike) -> list[str]:
         elif not f.is_file():
             problems.append(f"{f} is missing")
         elif f.stat().st_size != size:
-            problems.append(f"{f} has {f.stat().st_size:,} bytes, {size:,} when written (truncated "
-                            "or overwritten)")
+            problems.append(f"{f} has {f.stat().st_size:,} bytes, {size:,} when written: "
+                            "truncated or corrupt")
         elif sha256_file(f) != digest:
             problems.append(f"{f} does not match its checksum (the file is corrupt)")
     return problems
