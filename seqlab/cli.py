@@ -1,6 +1,6 @@
 """The ``seqlab`` command line. Thin: parses arguments, builds configs, calls the package.
 
-    seqlab train [CONFIG] [--mixers attention,mamba --dim 256 --layers 6 --data PATH ...]
+    seqlab train [CONFIG] [--mixers attention+mamba*2 --dim 256 --layers 6 --data PATH ...]
     seqlab eval CKPT [--data PATH]
     seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
     seqlab info CKPT
@@ -28,6 +28,7 @@ class CLIError(Exception):
 def _run_config_from_args(args: argparse.Namespace):
     import yaml
 
+    from seqlab.models.pattern import parse_layers, repeat_to
     from seqlab.train.config import RunConfig, apply_overrides, read_config_file
 
     data: dict[str, Any] = {}
@@ -37,13 +38,13 @@ def _run_config_from_args(args: argparse.Namespace):
     if args.config:
         data = _merge(data, read_config_file(args.config))
     flags: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
-    if args.mixers:
-        pattern = [m.strip() for m in args.mixers.split(",") if m.strip()]
-        n = args.layers or len(pattern)
-        flags["model"]["layers"] = [pattern[i % len(pattern)] for i in range(n)]
-    elif args.layers:
-        base = data.get("model", {}).get("layers") or RunConfig().model.layers
-        flags["model"]["layers"] = [base[i % len(base)] for i in range(args.layers)]
+    if args.mixers or args.layers:
+        # One pattern syntax (seqlab/models/pattern.py) for this flag, bench's and config files.
+        pattern = parse_layers(_one_pattern(args.mixers), "--mixers") if args.mixers else \
+            parse_layers(data.get("model", {}).get("layers") or RunConfig().model.layers,
+                         "model.layers")
+        layers = repeat_to(pattern, args.layers or len(pattern))
+        flags["model"]["layers"] = [s.to_dict() for s in layers]
     for key, section, field in [("dim", "model", "dim"), ("data", "data", "paths"),
                                 ("tokenizer", "data", "tokenizer"), ("steps", "train", "steps"),
                                 ("batch_size", "train", "batch_size"), ("seq_len", "train", "seq_len"),
@@ -62,6 +63,19 @@ def _run_config_from_args(args: argparse.Namespace):
         data["out_dir"] = str(out)
     data = apply_overrides(data, args.set or [])
     return RunConfig.from_dict(data)
+
+
+def _one_pattern(text: str) -> str:
+    """``--mixers`` of ``seqlab train``: exactly one layer pattern."""
+    from seqlab.models.pattern import split_patterns
+
+    patterns = split_patterns(text)
+    if len(patterns) != 1:
+        joined = "+".join(patterns) or "attention+mamba"
+        raise ConfigError(f"--mixers {text!r} is not allowed: seqlab train takes one layer "
+                          f"pattern, with layers joined by '+' (a comma separates the patterns "
+                          f"of a bench sweep), e.g. --mixers {joined}")
+    return patterns[0]
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -211,6 +225,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from seqlab.models.pattern import format_pattern
+
     model, tokenizer, run = load_for_cli(args.checkpoint)
     cfg = model.cfg
     print(f"checkpoint : {args.checkpoint}")
@@ -218,15 +234,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
           "without the embedding)")
     print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), dim {cfg.dim}, "
           f"{len(cfg.layers)} layers, MLP width {cfg.mlp_width}")
-    runs: list[list] = []
-    for name in cfg.layers:  # "attention x 30" rather than thirty names
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
+    print(f"layers     : {format_pattern(cfg.layers)}")
+    runs: list[list] = []   # [spec, first index, last index]: "layers 0-29" rather than thirty lines
+    for i, spec in enumerate(cfg.layers):
+        if runs and runs[-1][0] == spec:
+            runs[-1][2] = i
         else:
-            runs.append([name, 1])
-    print("layers     : " + ", ".join(n if k == 1 else f"{n} x {k}" for n, k in runs))
-    for name, opts in cfg.mixer_options.items():
-        print(f"  {name} options: {opts}")
+            runs.append([spec, i, i])
+    for spec, first, last in runs:
+        where = f"layer {first}" if first == last else f"layers {first}-{last}"
+        opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "defaults"
+        print(f"  {where:<12} {spec.mixer:<16} {opts}")
     print("state bytes per sequence (float32):")
     for n in (1024, 4096, 16384, 65536):
         print(f"  L={n:>6}: {model.state_bytes(n):>14,}")
@@ -272,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "model from a config file (YAML or TOML, see configs/) and/or flags. Flags "
                        "override the file; --set overrides both.")
     t.add_argument("config", nargs="?", help="run config file (.yaml, .yml or .toml)")
-    t.add_argument("--mixers", help="layer pattern, e.g. attention,mamba,mamba")
+    t.add_argument("--mixers", help="layer pattern: layers joined by '+', options in parentheses, "
+                   "'*N' repeats, e.g. mamba*2+attention(window=512)")
     t.add_argument("--layers", type=int, help="number of layers (the pattern repeats)")
     t.add_argument("--dim", type=int, help="model width")
     t.add_argument("--data", nargs="+", metavar="PATH", help="files, folders or globs (default: "

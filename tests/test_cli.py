@@ -21,7 +21,7 @@ def test_example_configs_are_valid(path):
 def trained(tmp_path, small_corpus):
     data = small_corpus
     out = tmp_path / "run"
-    rc = main(["train", "--quiet", "--data", str(data), "--mixers", "attention,lstm", "--dim", "32",
+    rc = main(["train", "--quiet", "--data", str(data), "--mixers", "attention+lstm", "--dim", "32",
                "--steps", "3", "--batch-size", "2", "--seq-len", "32", "--out", str(out),
                "--set", "train.eval_tokens=256", "--set", "model.mixer_options.attention.heads=2"])
     assert rc == 0
@@ -33,7 +33,8 @@ def test_train_info_eval_generate(trained, capsys):
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out
-    assert "layers     : attention, lstm" in info and "L= 65536" in info
+    assert "layers     : attention(heads=2)+lstm" in info and "L= 65536" in info
+    assert "layer 0      attention        heads=2" in info and "layer 1      lstm             defaults" in info
     assert main(["eval", str(out), "--data", str(data), "--tokens", "512", "--seq-len", "32"]) == 0
     bpb = float(capsys.readouterr().out.split()[0])
     assert 0 < bpb < 9
@@ -46,16 +47,39 @@ def test_train_info_eval_generate(trained, capsys):
 def test_layers_repeat_the_pattern(tmp_path):
     from seqlab.cli import _run_config_from_args, build_parser
 
-    args = build_parser().parse_args(["train", "--mixers", "attention,mamba,mamba", "--layers", "7"])
+    args = build_parser().parse_args(["train", "--mixers", "attention+mamba*2", "--layers", "7"])
     assert _run_config_from_args(args).model.layers == (
         "attention", "mamba", "mamba", "attention", "mamba", "mamba", "attention")
+
+
+def test_mixers_take_per_layer_options_and_config_defaults(tmp_path):
+    from seqlab.cli import _run_config_from_args, build_parser
+
+    f = tmp_path / "run.yaml"
+    f.write_text("model:\n  layers: [gru, {mixer: attention, window: 8}]\n"
+                 "  mixer_options:\n    attention: {heads: 2}\n")
+    args = build_parser().parse_args(["train", "--mixers", "attention(window=4)*2+attention", "--layers",
+                                      "4", "--set", "model.mixer_options.attention.heads=2"])
+    layers = _run_config_from_args(args).model.layers
+    assert [s.options for s in layers] == [{"heads": 2, "window": 4}] * 2 + [{"heads": 2}] + \
+        [{"heads": 2, "window": 4}]
+    # --layers alone repeats the config file's pattern, its per-layer options and defaults kept.
+    layers = _run_config_from_args(build_parser().parse_args(["train", str(f), "--layers", "3"])).model.layers
+    assert [str(s) for s in layers] == ["gru", "attention(heads=2,window=8)", "gru"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/nonexistent/x"], "no such file or folder: '/nonexistent/x'"),
     (["train", "--set", "train.lr=-1"], "TrainConfig.lr = -1.0 is not allowed: expected a positive number"),
     (["train", "--set", "train.stepz=3"], "TrainConfig has no option 'stepz'; known options: steps"),
-    (["train", "--mixers", "attn"], "unknown mixer 'attn'; known mixers:"),
+    (["train", "--mixers", "attn"], "--mixers[0] = attn: unknown mixer 'attn'; known mixers:"),
+    (["train", "--mixers", "attention,mamba"], "seqlab train takes one layer pattern, with layers "
+     "joined by '+' (a comma separates the patterns of a bench sweep), e.g. --mixers attention+mamba"),
+    (["train", "--mixers", "attention(window=0)"],
+     "--mixers[0] = attention(window=0): AttentionConfig.window = 0 is not allowed: expected a "
+     "positive int or None"),
+    (["train", "--mixers", "mamba*x"], "--mixers = 'mamba*x' is not a layer pattern: expected a "
+     "repeat count after '*'"),
     (["eval", "/nonexistent/run"], "does not exist; give a run folder"),
     (["generate", "/nonexistent/run", "--prompt", "x"], "does not exist"),
 ])

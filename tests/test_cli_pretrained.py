@@ -24,7 +24,8 @@ def test_smollm2_generate_info_eval(data, capsys):
     assert "Paris" in capsys.readouterr().out
     assert main(["info", "smollm2"]) == 0
     out = capsys.readouterr().out
-    assert "134,515,008" in out and "attention x 30" in out and "'kv_heads': 3" in out
+    assert "134,515,008" in out and "layers     : attention(heads=9,kv_heads=3," in out
+    assert "  layers 0-29  attention        heads=9, kv_heads=3, rope_theta=100000.0" in out
     assert main(["eval", "smollm2", "--data", str(data), "--tokens", "1024", "--seq-len", "128"]) == 0
     out = capsys.readouterr().out
     ppl = float(out.split("perplexity ")[1].split(")")[0])
@@ -69,7 +70,7 @@ def test_export_hf_then_transformers_loads_it(data, tmp_path, capsys):
         torch.testing.assert_close(hf(x).logits, ours(x)[0], atol=1e-5, rtol=1e-5)
     # a model that is not attention-only is refused with the reason
     run2 = tmp_path / "run2"
-    assert main(["train", "--quiet", "--data", str(data), "--mixers", "attention,gru", "--dim", "32",
+    assert main(["train", "--quiet", "--data", str(data), "--mixers", "attention+gru", "--dim", "32",
                  "--steps", "1", "--batch-size", "2", "--seq-len", "32", "--set", "train.eval_tokens=256",
                  "--set", "model.mixer_options.attention.heads=2", "--out", str(run2)]) == 0
     capsys.readouterr()

@@ -48,6 +48,7 @@ def _float_list(text: str | None, flag: str) -> tuple[float, ...]:
 def sweep_from_args(args: argparse.Namespace):
     """The SweepConfig a ``bench run`` command line asks for."""
     from seqlab.bench.sweep import SweepConfig
+    from seqlab.models.pattern import split_patterns
     from seqlab.train.config import apply_overrides
 
     sets = apply_overrides({s: {} for s in SECTIONS}, args.set or [])
@@ -56,7 +57,7 @@ def sweep_from_args(args: argparse.Namespace):
         raise ConfigError(f"--set {unknown[0]}.… is not allowed: the sections are probe (the probe's "
                             "parameters), model (LMConfig fields, e.g. model.mixer_options.attention."
                             "heads=1) and train (e.g. train.warmup=10)")
-    mixers = tuple(m.strip() for m in (args.mixers or "").split(",") if m.strip())
+    mixers = tuple(split_patterns(args.mixers or ""))   # top-level commas: one cell per pattern
     if not mixers:
         raise ConfigError("--mixers is empty: name one or more mixers, e.g. --mixers attention,mamba")
     flags = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
@@ -162,8 +163,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "in --out are skipped, so an interrupted sweep continues where it stopped.")
     r.add_argument("probe", help="probe name (seqlab bench probes lists them)")
     r.add_argument("--mixers", required=True,
-                   help="comma-separated mixer specs: a mixer name, a pattern such as mamba+attention, "
-                   "or hybrid (= mamba+attention)")
+                   help="comma-separated layer patterns, one cell each, in seqlab train's syntax: "
+                   "a mixer name, layers joined by '+' with options in parentheses "
+                   "(mamba+attention(window=64)), or hybrid (= mamba+attention)")
     r.add_argument("--dims", default="64", help="model widths, e.g. 32,64,128 (default 64)")
     r.add_argument("--lengths", help="test lengths besides the trained one (length extrapolation)")
     r.add_argument("--train-lengths", help="training lengths, one cell each (default: the probe's seq_len)")

@@ -5,10 +5,12 @@ function returning a list of configs). A cell's config is the whole recipe:
 its canonical JSON is the key under which its result is stored, so a
 re-run skips exactly the cells whose recipe has not changed.
 
-Mixer specs name one registered mixer (``attention``), a layer pattern
-joined by ``+`` (``mamba+attention``, repeated up to the layer count), or
-``hybrid``, short for ``mamba+attention``: recurrent layers first, attention
-after, alternating.
+A cell's mixer is a layer pattern in the syntax of :mod:`seqlab.models.pattern`
+(the one ``seqlab train --mixers`` and config files use): one registered mixer
+(``attention``), layers joined by ``+`` (``mamba+attention``), per-layer options
+(``attention(window=64)+attention``), ``*N`` repeats, or the preset ``hybrid``,
+short for ``mamba+attention``: recurrent layers first, attention after,
+alternating. The pattern repeats up to the cell's layer count.
 """
 
 from __future__ import annotations
@@ -20,32 +22,24 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-import seqlab.mixers as mixers
 from seqlab.bench.fit import ProbeTrainConfig
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.classifier import ClassifierConfig, SequenceClassifier
 from seqlab.models.lm import LM, LMConfig
+from seqlab.models.pattern import LayerSpec, format_pattern, parse_layers, repeat_to
 from seqlab.tasks import probes
 from seqlab.tasks.probes import Probe
 
-PRESETS = {"hybrid": ("mamba", "attention")}
 _SET_BY_SWEEP = ("vocab_size", "dim", "layers")   # LMConfig fields a cell decides
 
 
-def layer_pattern(spec: str) -> tuple[str, ...]:
-    """The mixer names of one period of ``spec`` ("attention", "mamba+attention", "hybrid").
+def layer_pattern(spec: str) -> tuple[LayerSpec, ...]:
+    """The layers of one period of ``spec`` ("attention", "mamba+attention(window=8)", "hybrid").
 
     Raises:
-        ConfigError: an unknown mixer name.
+        ConfigError: bad pattern syntax, an unknown mixer or option (named with the layer).
     """
-    pattern = PRESETS.get(spec) or tuple(p.strip() for p in spec.split("+"))
-    known = mixers.names()
-    for name in pattern:
-        if name not in known:
-            raise ConfigError(f"mixer {name!r} (in {spec!r}) is not registered; known mixers: "
-                              f"{', '.join(known)}, the preset {', '.join(PRESETS)} or a pattern "
-                              "such as mamba+attention")
-    return pattern
+    return parse_layers(spec, "CellConfig.mixer")
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ class CellConfig(Config):
         require(all(n >= 2 for n in self.eval_lengths), self, "eval_lengths", "ints >= 2")
         pattern = layer_pattern(self.mixer)
         require(self.layers >= len(pattern), self, "layers",
-                f"at least {len(pattern)}, the length of the pattern {'+'.join(pattern)}")
+                f"at least {len(pattern)}, the length of the pattern {format_pattern(pattern)}")
         taken = sorted(set(self.model) & set(_SET_BY_SWEEP))
         if taken:
             raise ConfigError(f"model options {taken} are set by the sweep (--mixers, --dims, "
@@ -98,13 +92,13 @@ class CellConfig(Config):
 
     def lm_config(self, probe: Probe) -> LMConfig:
         pattern = layer_pattern(self.mixer)
-        layers = tuple(pattern[i % len(pattern)] for i in range(self.layers))
+        layers = repeat_to(pattern, self.layers)
         options = _model_options_for(self.model, pattern)
         return LMConfig.from_dict({**options, "vocab_size": probe.vocab_size, "dim": self.dim,
                                    "layers": layers})
 
 
-def _model_options_for(model: dict, pattern: tuple[str, ...]) -> dict:
+def _model_options_for(model: dict, pattern: tuple[LayerSpec, ...]) -> dict:
     """``model`` without the options of mixers the pattern does not use.
 
     One ``--set model.mixer_options.attention.heads=1`` must neither break the
@@ -114,7 +108,8 @@ def _model_options_for(model: dict, pattern: tuple[str, ...]) -> dict:
     given = options.pop("mixer_options", {})
     if not isinstance(given, dict):
         return model  # LMConfig names the problem
-    used = {k: v for k, v in given.items() if k in pattern}
+    names = {spec.mixer for spec in pattern}
+    used = {k: v for k, v in given.items() if k in names}
     return {**options, "mixer_options": used} if used else options
 
 

@@ -11,7 +11,7 @@ parallel and ``model.step(token, state)`` advances one token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import seqlab.mixers as mixers
 from seqlab.config import Config, ConfigError, require
+from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.nn import RMSNorm, SwiGLU
 from seqlab.state import State, StateError
 
@@ -30,9 +31,16 @@ class LMConfig(Config):
     Attributes:
         vocab_size: number of token ids (256 = bytes).
         dim: model width.
-        layers: one registered mixer name per layer.
-        mixer_options: per mixer name, that mixer's options, e.g.
-            ``{"attention": {"heads": 8, "kv_heads": 2}}``.
+        layers: one :class:`~seqlab.models.pattern.LayerSpec` (mixer name plus
+            its own options) per layer. Accepted as a pattern string
+            (``"mamba*2+attention(window=512)"``), or a list of mixer names,
+            patterns and mappings (``{"mixer": "attention", "window": 512}``);
+            see :mod:`seqlab.models.pattern`.
+        mixer_options: model-wide defaults per mixer name, e.g.
+            ``{"attention": {"heads": 8, "kv_heads": 2}}``, filled into every
+            layer of that mixer under the layer's own options (which win).
+            Construction-only: the defaults are folded into ``layers``, so a
+            saved config holds them there, and the attribute reads None.
         mlp_hidden: hidden width of each block's SwiGLU MLP; None picks
             Llama's 8/3·dim rounded up to a multiple of 64; 0 removes the MLP
             (Mamba-style blocks).
@@ -41,35 +49,40 @@ class LMConfig(Config):
         init_std: standard deviation of embedding and MLP weights.
         max_length: the longest sequence (prompt plus generation) the model
             accepts, e.g. a pretrained model's context; None = no limit.
+
+    Example:
+        >>> cfg = LMConfig(dim=64, layers="attention(window=128)*3+attention",
+        ...                mixer_options={"attention": {"heads": 4}})
+        >>> [str(s) for s in cfg.layers[-2:]]
+        ['attention(heads=4,window=128)', 'attention(heads=4)']
     """
 
     vocab_size: int = 256
     dim: int = 128
-    layers: tuple[str, ...] = ("attention", "mamba", "mamba")
-    mixer_options: dict = field(default_factory=dict)
+    layers: tuple[LayerSpec, ...] = ("attention", "mamba", "mamba")
+    mixer_options: InitVar[dict | None] = None
     mlp_hidden: int | None = None
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
     max_length: int | None = None
 
+    def __post_init__(self, mixer_options: dict | None = None) -> None:
+        # Before the type check: names, patterns and mappings become LayerSpecs here.
+        layers = parse_layers(self.layers, "LMConfig.layers")
+        if mixer_options is not None:
+            layers = _with_defaults(layers, mixer_options)
+        object.__setattr__(self, "layers", layers)
+        super().__post_init__()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        # mixer_options is an init-only field: accepted from plain data, never stored.
+        return super().field_names() + ["mixer_options"]
+
     def validate(self) -> None:
         require(self.vocab_size > 0, self, "vocab_size", "a positive int")
         require(self.dim > 0, self, "dim", "a positive int")
-        require(len(self.layers) > 0, self, "layers", "at least one mixer name")
-        known = mixers.names()
-        for name in self.layers:
-            if name not in known:
-                raise ConfigError(f"LMConfig.layers names unknown mixer {name!r}; "
-                                  f"known mixers: {', '.join(known)}")
-        for name, opts in self.mixer_options.items():
-            if name not in self.layers:
-                raise ConfigError(f"LMConfig.mixer_options has options for {name!r}, which is not "
-                                  f"in layers {list(self.layers)}")
-            if not isinstance(opts, dict):
-                raise ConfigError(f"LMConfig.mixer_options[{name!r}] = {opts!r} is not allowed: "
-                                  "expected a mapping of option names to values")
-            mixers.get(name).Config.from_dict(opts)  # names a bad option now, not at build time
         require(self.mlp_hidden is None or self.mlp_hidden >= 0, self, "mlp_hidden",
                 "None, 0 (no MLP) or a positive int")
         require(self.norm_eps > 0, self, "norm_eps", "a positive number")
@@ -82,6 +95,28 @@ class LMConfig(Config):
         if self.mlp_hidden is not None:
             return self.mlp_hidden
         return -(-int(8 * self.dim / 3) // 64) * 64
+
+
+def _with_defaults(layers: tuple[LayerSpec, ...], defaults: Any) -> tuple[LayerSpec, ...]:
+    """``layers`` with ``mixer_options`` defaults under each layer's own options."""
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"LMConfig.mixer_options = {defaults!r} is not allowed: expected a "
+                          "mapping of mixer name to options, e.g. {'attention': {'heads': 4}}")
+    used = {s.mixer for s in layers}
+    for name, opts in defaults.items():
+        if name not in used:
+            raise ConfigError(f"LMConfig.mixer_options has options for {name!r}, which is not in "
+                              f"layers {sorted(used)}; remove it or add a {name} layer")
+        if not isinstance(opts, dict):
+            raise ConfigError(f"LMConfig.mixer_options[{name!r}] = {opts!r} is not allowed: "
+                              "expected a mapping of option names to values")
+    out = []
+    for i, spec in enumerate(layers):
+        try:
+            out.append(spec.with_defaults(defaults.get(spec.mixer, {})))
+        except ConfigError as e:
+            raise ConfigError(f"LMConfig.mixer_options[{spec.mixer!r}] (layer {i}): {e}") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -179,9 +214,7 @@ class LM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.blocks = nn.ModuleList(
-            Block(cfg, mixers.build(name, cfg.dim, **cfg.mixer_options.get(name, {})))
-            for name in cfg.layers)
+        self.blocks = nn.ModuleList(Block(cfg, _build_mixer(cfg, i)) for i in range(len(cfg.layers)))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self._init_weights()
@@ -324,13 +357,30 @@ class LM(nn.Module):
         return state.layers
 
 
+def _build_mixer(cfg: LMConfig, i: int) -> mixers.Mixer:
+    """Layer ``i``'s mixer; a width its options cannot take is named with the layer."""
+    spec = cfg.layers[i]
+    try:
+        return spec.build(cfg.dim)
+    except ValueError as e:  # ConfigError included: e.g. dim not divisible by heads
+        raise type(e)(f"LMConfig.layers[{i}] = {spec}: {e}") from None
+
+
 def build_lm(vocab_size: int = 256, dim: int = 128,
-             layers: Sequence[str] = ("attention", "mamba", "mamba"), **options: Any) -> LM:
-    """Build a decoder LM; ``options`` are further LMConfig fields.
+             layers: str | Sequence[str | dict | LayerSpec] = ("attention", "mamba", "mamba"),
+             **options: Any) -> LM:
+    """Build a decoder LM; ``options`` are further LMConfig fields (``mixer_options`` included).
+
+    Args:
+        layers: a layer pattern or a list of layers (see :mod:`seqlab.models.pattern`).
 
     Example:
         >>> build_lm(dim=256, layers=["mamba", "mamba", "attention"] * 2,
         ...          mixer_options={"attention": {"heads": 4, "window": 512}})
+        >>> build_lm(dim=256, layers="(attention(window=512)*3+attention)*2",
+        ...          mixer_options={"attention": {"heads": 4}})      # windowed and global layers
     """
-    cfg = LMConfig.from_dict({"vocab_size": vocab_size, "dim": dim, "layers": tuple(layers), **options})
+    if not isinstance(layers, str):
+        layers = tuple(layers)
+    cfg = LMConfig.from_dict({"vocab_size": vocab_size, "dim": dim, "layers": layers, **options})
     return LM(cfg)

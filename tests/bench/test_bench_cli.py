@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from seqlab.cli import main
+from seqlab.cli import build_parser, main
 
 RUN = ["bench", "run", "test-copy-first", "--mixers", "attention,lstm", "--dims", "8,16", "--smoke",
        "--quiet", "--set", "model.mixer_options.attention.heads=2", "--set", "model.mlp_hidden=16"]
@@ -53,7 +53,11 @@ def test_probes_lists_registered_probes(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "no-such-probe", "--mixers", "attention"], "unknown probe 'no-such-probe'"),
     (["run", "test-copy-first", "--mixers", "atention"],
-     "mixer 'atention' (in 'atention') is not registered"),
+     "CellConfig.mixer[0] = atention: unknown mixer 'atention'; known mixers: aaren, attention"),
+    (["run", "test-copy-first", "--mixers", "lstm,attention(windw=4,heads=2)"],
+     "CellConfig.mixer[0] = attention(windw=4,heads=2): AttentionConfig has no option 'windw'"),
+    (["run", "test-copy-first", "--mixers", "attention(window=4"],
+     "CellConfig.mixer = 'attention(window=4' is not a layer pattern: expected ')'"),
     (["run", "test-copy-first", "--mixers", " , "], "--mixers is empty"),
     (["run", "test-copy-first", "--mixers", "lstm", "--dims", "16,x"],
      "--dims '16,x' is not allowed: expected comma-separated ints >= 1, e.g. --dims 32,64"),
@@ -65,13 +69,13 @@ def test_probes_lists_registered_probes(capsys):
     (["run", "test-copy-first", "--mixers", "lstm", "--set", "probe.vocab=1"],
      "TinyConfig.vocab = 1 is not allowed"),
     (["run", "test-copy-first", "--mixers", "attention", "--dims", "6"],
-     "cell attention d=6: dim = 6 does not divide into heads = 4"),
+     "cell attention d=6: LMConfig.layers[0] = attention: dim = 6 does not divide into heads = 4"),
     (["report", "/nonexistent/r.jsonl"], "results file '/nonexistent/r.jsonl' does not exist"),
     (["run", "test-copy-first", "--mixers", "lstm", "--lr", "1e-3,0"],
      "--lr '1e-3,0' is not allowed: expected comma-separated positive numbers"),
     (["run", "test-copy-first", "--mixers", "lstm", "--set", "train.stop_at_accuracy=2"],
      "ProbeTrainConfig.stop_at_accuracy = 2"),
-], ids=["probe", "mixer", "no-mixers", "dims", "lengths", "set-section", "train-value", "probe-value",
+], ids=["probe", "mixer", "option", "syntax", "no-mixers", "dims", "lengths", "set-section", "train-value", "probe-value",
         "heads", "report-missing", "lr-list", "stop-at"])
 def test_bad_input_exits_2_with_the_problem_named(argv, message, capsys, tmp_path):
     out = ["--out", str(tmp_path / "r.jsonl")] if argv[0] == "run" else []
@@ -85,3 +89,15 @@ def test_missing_required_option_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "run", "test-copy-first"])
     assert e.value.code == 2 and "--mixers" in capsys.readouterr().err
+
+
+def test_mixers_split_at_top_level_commas_only():
+    from seqlab.bench.cli import sweep_from_args
+
+    args = build_parser().parse_args(["bench", "run", "test-copy-first", "--layers", "3", "--mixers",
+                                      "lstm, attention(window=4,heads=2)*2+lstm ,hybrid"])
+    sweep = sweep_from_args(args)
+    assert sweep.mixers == ("lstm", "attention(window=4,heads=2)*2+lstm", "hybrid")
+    layers = [c.lm_config(c.build_probe()).layers for c in sweep.cells()]
+    assert [len(ls) for ls in layers] == [3, 3, 3]
+    assert [s.options.get("window") for s in layers[1]] == [4, 4, None]

@@ -13,8 +13,23 @@ def test_mixer_specs():
     assert layer_pattern("attention") == ("attention",)
     assert layer_pattern("lstm+attention") == ("lstm", "attention")
     assert layer_pattern("hybrid") == ("mamba", "attention")
-    with pytest.raises(ConfigError, match="mixer 'attn' .* is not registered; known mixers: .*attention"):
+    windowed = layer_pattern("attention(window=4)*2+attention")
+    assert [s.options for s in windowed] == [{"window": 4}, {"window": 4}, {}]
+    with pytest.raises(ConfigError, match=r"CellConfig.mixer\[1\] = attn: unknown mixer 'attn'; "
+                                          "known mixers: .*attention"):
         layer_pattern("mamba+attn")
+    with pytest.raises(ConfigError, match=r"AttentionConfig.window = 0 is not allowed"):
+        layer_pattern("attention(window=0)")
+
+
+def test_a_cell_with_per_layer_options_builds_them():
+    cell = CellConfig(probe="test-copy-first", mixer="attention(window=3)+attention", dim=16, layers=4,
+                      model={"mixer_options": {"attention": {"heads": 2}}})
+    model = build_model(cell, cell.build_probe())
+    assert [b.mixer.cfg.window for b in model.blocks] == [3, None, 3, None]
+    assert {b.mixer.cfg.heads for b in model.blocks} == {2}
+    assert cell.key != CellConfig(probe="test-copy-first", mixer="attention+attention", dim=16,
+                                  layers=4, model=cell.model).key
 
 
 def test_grid_covers_every_combination_with_resolved_probe_params():
@@ -53,10 +68,10 @@ def test_models_follow_the_probe_kind_and_the_pattern():
                       model={"mixer_options": {"attention": {"heads": 2}, "lstm": {}}})
     model = build_model(cell, cell.build_probe())
     assert isinstance(model, LM)
-    assert model.cfg.layers == ("mamba", "attention", "mamba", "attention")
+    assert [s.mixer for s in model.cfg.layers] == ["mamba", "attention", "mamba", "attention"]
     assert model.cfg.vocab_size == 8
     # Options of mixers a cell does not use are dropped, not an error.
-    assert set(model.cfg.mixer_options) == {"attention"}
+    assert [s.options for s in model.cfg.layers] == [{}, {"heads": 2}] * 2
     cls = CellConfig(probe="test-first-class", mixer="lstm", dim=16, layers=1)
     model = build_model(cls, cls.build_probe())
     assert isinstance(model, SequenceClassifier) and model.cfg.num_classes == 2
@@ -73,7 +88,7 @@ def test_models_follow_the_probe_kind_and_the_pattern():
                          probe_params={"vocabb": 3}).cells(),
      "TinyConfig has no option 'vocabb'"),
     (lambda: check_cells(SweepConfig(probe="test-copy-first", mixers=("attention",), dims=(15,)).cells()),
-     "cell attention d=15: dim = 15 does not divide into heads = 4"),
+     "cell attention d=15: LMConfig.layers\\[0\\] = attention: dim = 15 does not divide into heads = 4"),
 ], ids=["pattern-longer-than-layers", "dim-via-model", "unknown-probe", "bad-probe-param", "heads"])
 def test_bad_sweeps_fail_before_training_with_the_problem_named(make, message):
     with pytest.raises(ConfigError, match=message):

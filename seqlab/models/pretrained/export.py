@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from seqlab.models.lm import LM
+from seqlab.models.pattern import format_pattern
 from seqlab.models.pretrained import llama
 
 CONFIG = "config.json"
@@ -118,10 +119,10 @@ def check_exportable(model: LM) -> None:
     if not isinstance(model, LM):
         raise ExportError(f"export_hf writes a seqlab LM; got {type(model).__name__}")
     cfg = model.cfg
-    for i, (name, block) in enumerate(zip(cfg.layers, model.blocks)):
-        if name != "attention":
-            raise ExportError(f"layer {i} is a {name!r} mixer: a Llama checkpoint holds attention "
-                              f"layers only (layers = {list(cfg.layers)})")
+    for i, (spec, block) in enumerate(zip(cfg.layers, model.blocks)):
+        if spec.mixer != "attention":
+            raise ExportError(f"layer {i} is a {spec.mixer!r} mixer: a Llama checkpoint holds "
+                              f"attention layers only (layers = {format_pattern(cfg.layers)})")
         a = block.mixer.cfg
         if a.window is not None:
             raise ExportError(f"layer {i}: attention window = {a.window}: Llama attends to the "

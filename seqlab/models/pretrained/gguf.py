@@ -174,7 +174,7 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _llama_unpermute(name: str, w: np.ndarray, cfg: LMConfig) -> np.ndarray:
-    opts = cfg.mixer_options["attention"]
+    opts = cfg.layers[0].options  # every layer of a GGUF llama has the same heads
     if ".attn_q." in name:
         return unpermute_qk(w, opts["heads"])
     if ".attn_k." in name:

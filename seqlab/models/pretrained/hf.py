@@ -4,13 +4,17 @@ A ``LlamaForCausalLM`` folder (``config.json``, ``model.safetensors`` or a
 sharded ``model.safetensors.index.json``, optionally ``tokenizer.json``) is a
 seqlab LM whose layers are all ``attention``: rotary in the Hugging Face
 half-split layout, grouped key/value heads, RMSNorm and a SwiGLU MLP (see
-:mod:`seqlab.models.pretrained.llama`). Two close relatives map the same way:
-``mistral`` (a sliding window on every layer) and ``qwen2`` (biases on the
-q/k/v projections). Everything else a config can say that seqlab's layers do
-not compute (rope scaling, other biases, a head_dim that is not
-hidden_size / heads, another activation, per-layer windows) is refused with
-a message naming the field, so a loaded model never silently differs from
-the checkpoint. Nothing here needs ``transformers`` or a network.
+:mod:`seqlab.models.pretrained.llama`). Close relatives map the same way:
+``mistral`` (a sliding window on every layer), ``ministral`` (sliding and
+global layers as its ``layer_types`` say) and ``qwen2`` (biases on the q/k/v
+projections; a window on the layers ``layer_types`` or ``max_window_layers``
+pick when ``use_sliding_window`` is set). Per-layer windows become per-layer
+attention specs (``attention(window=4096)`` beside ``attention``).
+Everything else a config can say that seqlab's layers do not compute (rope
+scaling, other biases, a head_dim that is not hidden_size / heads, another
+activation, layer types other than sliding and full attention) is refused
+with a message naming the field, so a loaded model never silently differs
+from the checkpoint. Nothing here needs ``transformers`` or a network.
 
 Example:
     >>> model, tokenizer = load_hf("path/to/TinyLlama-1.1B", dtype=torch.bfloat16)
@@ -20,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -48,6 +51,9 @@ SUPPORTED: dict[str, tuple[str, dict[str, Any]]] = {
         "max_position_embeddings": 2048, "hidden_act": "silu", "attention_bias": False,
         "mlp_bias": False}),
     "mistral": ("MistralForCausalLM", {
+        "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "max_position_embeddings": 4096 * 32, "hidden_act": "silu", "sliding_window": 4096}),
+    "ministral": ("MinistralForCausalLM", {
         "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
         "max_position_embeddings": 4096 * 32, "hidden_act": "silu", "sliding_window": 4096}),
     "qwen2": ("Qwen2ForCausalLM", {
@@ -165,23 +171,15 @@ def lm_config_from_hf(hf: dict, source: str | os.PathLike = CONFIG) -> LMConfig:
                 raise refuse(f"{key} = true")
     theta = _rope_theta(hf, refuse)
 
-    window = None
-    if model_type == "mistral":
-        window = get("sliding_window")  # every layer; null means full attention
-    elif model_type == "qwen2":
-        window = _qwen2_window(hf, n_layers, get, refuse)
-    if window is not None and (not isinstance(window, int) or window <= 0):
-        raise refuse(f"sliding_window = {window!r} (expected a positive int or null)")
+    windows = _layer_windows(hf, model_type, n_layers, get, refuse)
 
     try:
         cfg = llama.lm_config(
             vocab_size=hf["vocab_size"], dim=dim, n_layers=n_layers, heads=heads,
             kv_heads=kv_heads, mlp_hidden=hf["intermediate_size"], rope_theta=theta,
             norm_eps=get("rms_norm_eps"), tie_embeddings=bool(get("tie_word_embeddings")),
-            max_length=get("max_position_embeddings"), attention_bias=model_type == "qwen2")
-        if window is not None:
-            attn = {**cfg.mixer_options["attention"], "window": window}
-            cfg = dataclasses.replace(cfg, mixer_options={"attention": attn})
+            max_length=get("max_position_embeddings"), attention_bias=model_type == "qwen2",
+            windows=windows)
     except (ConfigError, TypeError, ValueError) as e:  # float(None) and the like: a bad value
         raise CheckpointError(f"{source} maps to an invalid seqlab config: {e}") from None
     return cfg
@@ -210,22 +208,48 @@ def _rope_theta(hf: dict, refuse) -> float:
     return 10000.0 if theta is None else float(theta)
 
 
-def _qwen2_window(hf: dict, n_layers: int, get, refuse) -> int | None:
-    """Qwen2 slides a window only on layers >= max_window_layers, and only if asked."""
-    window = get("sliding_window") if get("use_sliding_window") else None
-    if window is None:
-        return None
+_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _layer_windows(hf: dict, model_type: str, n_layers: int, get, refuse) -> list[int | None]:
+    """Each layer's sliding window (None: full attention), as transformers computes it.
+
+    llama: none. mistral: ``sliding_window`` on every layer (its modeling code reads no
+    ``layer_types``). ministral: ``sliding_window`` where ``layer_types`` says
+    ``sliding_attention`` (default: every layer when a window is set). qwen2: only with
+    ``use_sliding_window``, on the ``sliding_attention`` layers of ``layer_types``, which
+    default to the layers ``>= max_window_layers``.
+    """
+    if model_type == "llama":
+        return [None] * n_layers
+    window = get("sliding_window")
+    if model_type == "qwen2" and not get("use_sliding_window"):
+        window = None
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window <= 0):
+        raise refuse(f"sliding_window = {window!r} (expected a positive int or null)")
     types = hf.get("layer_types")
+    if types is not None and (not isinstance(types, list) or len(types) != n_layers
+                              or any(t not in _LAYER_TYPES for t in types)):
+        raise refuse(f"layer_types = {types!r} (expected a list of {n_layers} entries, each "
+                     f"{' or '.join(map(repr, _LAYER_TYPES))})")
+    if model_type == "mistral":
+        slid = "sliding_attention" if window is not None else "full_attention"
+        if types is not None and set(types) != {slid}:
+            raise refuse(f"layer_types = {types} with model_type 'mistral': transformers' "
+                         f"MistralForCausalLM ignores layer_types and attends as "
+                         f"{slid!r} on every layer; set model_type 'ministral' (architectures "
+                         "['MinistralForCausalLM']) if the layers are meant to differ")
+        return [window] * n_layers
     if types is None:
-        types = ["sliding_attention" if i >= get("max_window_layers") else "full_attention"
-                 for i in range(n_layers)]
-    kinds = set(types)
-    if kinds <= {"full_attention"}:
-        return None
-    if kinds == {"sliding_attention"}:
-        return window
-    raise refuse(f"layer_types mixes {sorted(kinds)} (a sliding window on some layers only: "
-                 "seqlab's attention options apply to every attention layer)")
+        if model_type == "qwen2":
+            first = get("max_window_layers")
+            if not isinstance(first, int) or isinstance(first, bool):
+                raise refuse(f"max_window_layers = {first!r} (expected an int)")
+            types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layers)]
+        else:
+            types = ["sliding_attention"] * n_layers
+    return [window if t == "sliding_attention" else None for t in types]
 
 
 # -- weights ------------------------------------------------------------------------------------

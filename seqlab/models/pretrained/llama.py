@@ -9,8 +9,10 @@ here; GGUF names are mapped onto them by the GGUF reader.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from seqlab.models.lm import LMConfig
+from seqlab.models.pattern import LayerSpec
 
 # Hugging Face name (per layer, with {i}) -> seqlab name.
 _LAYER = {
@@ -64,9 +66,19 @@ def seqlab_to_hf_name(name: str) -> str | None:
 
 def lm_config(*, vocab_size: int, dim: int, n_layers: int, heads: int, kv_heads: int,
               mlp_hidden: int, rope_theta: float, norm_eps: float, tie_embeddings: bool,
-              max_length: int | None, attention_bias: bool = False) -> LMConfig:
-    """The seqlab LMConfig of a Llama model with these hyper-parameters."""
-    return LMConfig(vocab_size=vocab_size, dim=dim, layers=("attention",) * n_layers,
+              max_length: int | None, attention_bias: bool = False,
+              windows: Sequence[int | None] | None = None) -> LMConfig:
+    """The seqlab LMConfig of a Llama model with these hyper-parameters.
+
+    Args:
+        windows: per layer, a sliding window (Mistral, Qwen2) or None for full
+            attention; None: full attention on every layer.
+    """
+    windows = [None] * n_layers if windows is None else list(windows)
+    if len(windows) != n_layers:
+        raise ValueError(f"windows has {len(windows)} entries for {n_layers} layers")
+    layers = [LayerSpec("attention", {} if w is None else {"window": w}) for w in windows]
+    return LMConfig(vocab_size=vocab_size, dim=dim, layers=tuple(layers),
                     mixer_options={"attention": {"heads": heads, "kv_heads": kv_heads,
                                                  "rope_theta": float(rope_theta),
                                                  "bias": attention_bias}},

@@ -93,7 +93,7 @@ def write_gguf(path, model: LM | None = None, *, arch="llama", types: dict | Non
     a quantizable type is produced with gguf.quants.quantize.
     """
     model = model or _tiny_model()
-    cfg, opts = model.cfg, model.cfg.mixer_options["attention"]
+    cfg, opts = model.cfg, model.cfg.layers[0].options
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(len(cfg.layers))
     w.add_context_length(cfg.max_length)
@@ -463,7 +463,8 @@ def test_bfloat16_close_to_float32(ours):
 def test_smollm_config(ours):
     model, _ = ours
     cfg = model.cfg
-    opts = cfg.mixer_options["attention"]
+    opts = cfg.layers[0].options
+    assert all(s == cfg.layers[0] for s in cfg.layers)
     assert (cfg.vocab_size, cfg.dim, len(cfg.layers), cfg.mlp_hidden, cfg.max_length) == \
         (49152, 576, 30, 1536, 8192)
     assert (opts["heads"], opts["kv_heads"], opts["rope_theta"]) == (9, 3, 100000.0)

@@ -5,6 +5,7 @@ downloaded. Tests that compare with transformers skip when it is absent; the
 error tests need only seqlab (their folders are written by export_hf).
 """
 
+import dataclasses
 import json
 import os
 
@@ -17,7 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from seqlab.decoding import generate
-from seqlab.models import CheckpointError, build_lm
+from seqlab.models import LM, CheckpointError, build_lm
+from seqlab.models.pattern import LayerSpec
 from seqlab.models.pretrained.export import ExportError, export_hf
 from seqlab.models.pretrained.hf import lm_config_from_hf, load_hf
 from seqlab.tokenizer import PretrainedTokenizer
@@ -46,6 +48,7 @@ def perturb(model, scale=0.1):
 def hf_model(kind="llama", **overrides):
     cls_cfg = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
                "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+               "ministral": (transformers.MinistralConfig, transformers.MinistralForCausalLM),
                "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[kind]
     opts = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_attention_heads=4,
                 num_key_value_heads=2, num_hidden_layers=2, rope_theta=5000.0, rms_norm_eps=1e-5,
@@ -86,7 +89,7 @@ def test_load_hf_matches_transformers(tmp_path, tied):
     assert tok is None
     assert model.cfg.layers == ("attention", "attention") and model.cfg.max_length == 128
     assert model.cfg.tie_embeddings is tied and (model.head.weight is model.embed.weight) is tied
-    assert model.cfg.mixer_options["attention"]["kv_heads"] == 2
+    assert model.cfg.layers[0].options["kv_heads"] == 2
     ids = torch.randint(0, VOCAB, (3, 23))
     assert_same_logits(model, hf, ids)
 
@@ -111,11 +114,43 @@ def test_load_hf_mistral_sliding_window(tmp_path):
     hf = hf_model("mistral", sliding_window=5, tie_word_embeddings=False)
     hf.save_pretrained(tmp_path, safe_serialization=True)
     model, _ = load_hf(tmp_path)
-    assert model.cfg.mixer_options["attention"]["window"] == 5
+    assert [s.options["window"] for s in model.cfg.layers] == [5, 5]
     assert_same_logits(model, hf, torch.randint(0, VOCAB, (2, 20)))
     prompt = torch.randint(0, VOCAB, (1, 6))
     ours = generate(model, prompt, max_new_tokens=12).tokens
     assert ours == hf_greedy(hf, prompt, 12)
+
+
+@needs_transformers
+@pytest.mark.parametrize("kind, options, expected", [
+    ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=2),
+     [None, None, 4, 4]),
+    ("qwen2", dict(use_sliding_window=True, sliding_window=3,
+                   layer_types=["sliding_attention", "full_attention"] * 2), [3, None, 3, None]),
+    # MinistralConfig leaves head_dim None, which its attention cannot use: given explicitly.
+    ("ministral", dict(sliding_window=4, head_dim=16,
+                       layer_types=["full_attention", "sliding_attention", "sliding_attention",
+                                    "full_attention"]), [None, 4, 4, None]),
+], ids=["qwen2-max-window-layers", "qwen2-layer-types", "ministral-alternating"])
+def test_load_hf_per_layer_windows_match_transformers(tmp_path, kind, options, expected):
+    # 4 layers, windows of 3-4 on 21 tokens: windowed and global layers in one model, in float64.
+    hf = hf_model(kind, num_hidden_layers=4, tie_word_embeddings=False, **options).double()
+    assert [layer.self_attn.sliding_window for layer in hf.model.layers] == expected
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    model, _ = load_hf(tmp_path, dtype=torch.float64)
+    assert [s.options.get("window") for s in model.cfg.layers] == expected
+    assert [b.mixer.cfg.window for b in model.blocks] == expected
+    # float64 throughout, except transformers' rotary tables, which it always builds in float32.
+    assert_same_logits(model, hf, torch.randint(0, VOCAB, (2, 21)), atol=2e-6)
+    # The same weights with every window removed compute something else: the windows matter.
+    unwindowed = [LayerSpec("attention", {k: v for k, v in s.options.items() if k != "window"})
+                  for s in model.cfg.layers]
+    full = LM(dataclasses.replace(model.cfg, layers=tuple(unwindowed))).double().eval()
+    full.load_state_dict(model.state_dict())
+    ids = torch.randint(0, VOCAB, (1, 21))
+    assert not torch.allclose(full(ids)[0], model(ids)[0])
+    prompt = torch.randint(0, VOCAB, (1, 5))
+    assert generate(model, prompt, max_new_tokens=12).tokens == hf_greedy(hf, prompt, 12)
 
 
 @needs_transformers
@@ -124,7 +159,7 @@ def test_load_hf_qwen2_biases(tmp_path):
     assert hf.model.layers[0].self_attn.q_proj.bias is not None
     hf.save_pretrained(tmp_path, safe_serialization=True)
     model, _ = load_hf(tmp_path)
-    assert model.cfg.mixer_options["attention"]["bias"] is True
+    assert all(s.options["bias"] is True for s in model.cfg.layers)
     assert_same_logits(model, hf, torch.randint(0, VOCAB, (2, 15)))
 
 
@@ -302,10 +337,17 @@ def edit_config(folder, **changes):
     (dict(head_dim=32), "head_dim = 32 differs"),
     (dict(hidden_act="gelu"), "hidden_act = 'gelu'"),
     (dict(num_hidden_layers=None), "lacks integer field.*num_hidden_layers"),
-    (dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=True,
-          sliding_window=8, max_window_layers=1), "mixes"),
+    (dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=8,
+          layer_types=["sliding_attention", "full_attention"]),
+     "transformers' MistralForCausalLM ignores layer_types .* set model_type 'ministral'"),
+    (dict(model_type="ministral", architectures=["MinistralForCausalLM"], sliding_window=8,
+          layer_types=["sliding_attention", "chunked_attention"]),
+     r"layer_types = \['sliding_attention', 'chunked_attention'\] \(expected a list of 2 entries, "
+     r"each 'full_attention' or 'sliding_attention'\)"),
+    (dict(model_type="ministral", architectures=["MinistralForCausalLM"], sliding_window=0),
+     "sliding_window = 0 .expected a positive int or null"),
 ], ids=["gpt2", "arch", "rope_scaling", "rope_parameters", "attention_bias", "mlp_bias",
-        "head_dim", "gelu", "no-layers", "qwen2-mixed-window"])
+        "head_dim", "gelu", "no-layers", "mistral-layer-types", "bad-layer-types", "bad-window"])
 def test_load_refuses_unsupported_config(exported, changes, needle):
     edit_config(exported, **changes)
     with pytest.raises(CheckpointError, match=needle):
@@ -317,21 +359,29 @@ def test_config_layouts_of_transformers_4_and_qwen2_windows():
                 num_hidden_layers=2, num_attention_heads=4)
     # transformers 4.x: top-level rope_theta, rope_scaling null; absent keys take Llama's defaults.
     cfg = lm_config_from_hf(dict(base, rope_theta=500000.0, rope_scaling=None))
-    attn = cfg.mixer_options["attention"]
+    attn = cfg.layers[0].options
     assert attn["rope_theta"] == 500000.0 and attn["kv_heads"] == 4 and "window" not in attn
     assert (cfg.norm_eps, cfg.tie_embeddings, cfg.max_length) == (1e-6, False, 2048)
-    assert lm_config_from_hf(base).mixer_options["attention"]["rope_theta"] == 10000.0
-    # Qwen2 slides on layers >= max_window_layers: all of them here, so seqlab can say it.
+    assert lm_config_from_hf(base).layers[1].options["rope_theta"] == 10000.0
+
+    def windows(hf):
+        return [s.options.get("window") for s in lm_config_from_hf(hf).layers]
+
+    # Qwen2 slides on layers >= max_window_layers (or as layer_types say), only if asked.
     qwen = dict(base, model_type="qwen2", use_sliding_window=True, sliding_window=16,
                 max_window_layers=0)
-    assert lm_config_from_hf(qwen).mixer_options["attention"]["window"] == 16
-    full = lm_config_from_hf(dict(qwen, use_sliding_window=False))
-    assert "window" not in full.mixer_options["attention"]
+    assert windows(qwen) == [16, 16]
+    assert windows(dict(qwen, max_window_layers=1)) == [None, 16]
+    assert windows(dict(qwen, layer_types=["sliding_attention", "full_attention"])) == [16, None]
+    assert windows(dict(qwen, use_sliding_window=False)) == [None, None]
     # Mistral: an explicit null window is full attention; an absent one is transformers' 4096.
     mistral = dict(base, model_type="mistral")
-    assert lm_config_from_hf(mistral).mixer_options["attention"]["window"] == 4096
-    full = lm_config_from_hf(dict(mistral, sliding_window=None))
-    assert "window" not in full.mixer_options["attention"]
+    assert windows(mistral) == [4096, 4096]
+    assert windows(dict(mistral, sliding_window=None)) == [None, None]
+    # Ministral: layer_types pick the windowed layers; without them every layer slides.
+    ministral = dict(base, model_type="ministral", sliding_window=32)
+    assert windows(ministral) == [32, 32]
+    assert windows(dict(ministral, layer_types=["full_attention", "sliding_attention"])) == [None, 32]
 
 
 def test_load_missing_folder_config_or_weights(tmp_path, exported):
