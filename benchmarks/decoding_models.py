@@ -82,7 +82,7 @@ def _train(model, cfg, step_loss, desc: str, label: str, progress: bool) -> None
     import torch
     from tqdm import tqdm
 
-    from seqlab.train.trainer import lr_at, make_optimizer
+    from seqlab.train.optim import lr_at, make_optimizer
 
     model.train()
     opt = make_optimizer(model, cfg)

@@ -37,7 +37,7 @@ from seqlab.bench.alloc import retain_freed_memory
 from seqlab.bench.fit import ProbeTrainConfig, evaluate_probe, fit_probe, probe_loss
 from seqlab.models import build_lm
 from seqlab.tasks import probes
-from seqlab.train.trainer import make_optimizer
+from seqlab.train.optim import make_optimizer
 
 HERE = Path(__file__).resolve().parent
 ZOOLOGY = {"s_per_step": 5.0, "accuracy_after_13_min": 0.002}

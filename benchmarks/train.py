@@ -55,7 +55,7 @@ def measure_one(spec: dict) -> dict:
     from seqlab.models import build_lm
     from seqlab.tasks import load_corpus
     from seqlab.train.config import TrainConfig
-    from seqlab.train.trainer import make_optimizer
+    from seqlab.train.optim import make_optimizer
 
     torch.manual_seed(0)
     corpus = load_corpus(progress=False)

@@ -98,6 +98,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.checkpoint:
         print(f"checkpoint: {result.checkpoint}")
     if result.stopped == "interrupted":
+        # The command is on its way out: one more Ctrl-C would only land in interpreter
+        # shutdown as a traceback, so further interruptions are ignored from here.
+        import signal
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         return 128 + (result.signal or 2)   # 130 after Ctrl-C, 143 after SIGTERM, as shells do
     return 1 if result.stopped == "nan" else 0
 
@@ -172,10 +177,46 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
         raise CLIError(f"{flag} {text!r} is not a comma-separated list of ints, e.g. 2,2,1") from None
 
 
+def _int_tuple_arg(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return _int_list(text, flag)
+    except CLIError as e:  # argparse turns this into its usage message and exit 2
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _strategy_fields() -> dict[str, tuple[Any, str]]:
+    """Every strategy option: name -> (its annotation, help), from the strategies' Configs."""
+    import dataclasses
+    import typing
+
+    from seqlab.decoding import STRATEGIES
+
+    out: dict[str, tuple[Any, str]] = {}
+    for spec in STRATEGIES.values():
+        hints = typing.get_type_hints(spec.Config)
+        for f in dataclasses.fields(spec.Config):
+            out.setdefault(f.name, (hints[f.name], f.metadata.get("help", spec.name)))
+    return out
+
+
+def _add_strategy_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per strategy option, typed from its Config field (so none is repeated here)."""
+    for name, (tp, help_) in _strategy_fields().items():
+        flag = "--" + name.replace("_", "-")
+        args = getattr(tp, "__args__", (tp,))  # X | None -> (X, NoneType)
+        if bool in args:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
+        elif any(getattr(a, "__origin__", None) is tuple for a in args):
+            parser.add_argument(flag, type=lambda text, f=flag: _int_tuple_arg(text, f), help=help_)
+        else:
+            kind = next(a for a in args if a in (int, float, str))
+            parser.add_argument(flag, type=kind, help=help_)
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from seqlab.decoding import generate
+    from seqlab.decoding import STRATEGIES, generate
     from seqlab.decoding.stream import TextStreamer
     from seqlab.train.trainer import resolve_device
 
@@ -192,18 +233,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if stream:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
-    options = {k: getattr(args, k) for k in ("num_beams", "num_groups", "diversity_penalty",
-                                             "length_penalty", "gamma", "beam_width", "depth")
-               if getattr(args, k) is not None}
-    if args.branching:
-        options["branching"] = _int_list(args.branching, "--branching")
+    spec = STRATEGIES[args.strategy] if args.strategy in STRATEGIES else None
+    options = {name: getattr(args, name) for name in _strategy_fields()
+               if getattr(args, name) is not None}  # generate() names options of another strategy
+    draft = None
     if args.draft:
-        options["draft"] = load_for_cli(args.draft, device=str(device))[0]
+        draft = load_for_cli(args.draft, device=str(device))[0]
+    elif spec is not None and spec.needs_draft:
+        raise CLIError(f"--strategy {args.strategy} needs a draft model: add --draft RUN (a run "
+                       "folder, checkpoint or pretrained source with the same vocabulary)")
+    temperature = args.temperature
+    if temperature is None and args.strategy == "sample":
+        temperature = 0.8  # this command's default for sampling; other strategies stay greedy
     with torch.no_grad():
         out = generate(model, [prompt], strategy=args.strategy, max_new_tokens=args.max_new_tokens,
-                       **options,
+                       draft=draft, **options,
                        eos_id=getattr(tokenizer, "eos_id", None),
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       temperature=temperature, top_k=args.top_k, top_p=args.top_p,
                        min_p=args.min_p, seed=args.seed,
                        on_token=stream)
     if stream:
@@ -213,12 +259,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(args.prompt + tokenizer.decode_bytes(out.tokens[0]).decode("utf-8", "replace"))
     if args.stats:
         s = out.stats
-        extra = f", {s['mean_accepted']:.2f} draft tokens accepted per call" if "mean_accepted" in s else ""
-        print(f"[{s['new_tokens']} tokens in {s['wall_s']:.2f} s, {s['tokens_per_s']:.1f} tokens/s, "
-              f"{s['target_calls']} model calls{extra}, strategy {s['strategy']}]", file=sys.stderr)
+        extra = f", {s.mean_accepted:.2f} draft tokens accepted per call" if s.verify_calls else ""
+        print(f"[{s.new_tokens} tokens in {s.wall_s:.2f} s, {s.tokens_per_s:.1f} tokens/s, "
+              f"{s.target_calls} model calls{extra}, strategy {s.strategy}]", file=sys.stderr)
         # The strategy's own figures (beam scores, draft calls, ...), one per line.
-        for key, value in s.items():
-            if key not in ("accepted", "new_tokens", "wall_s", "tokens_per_s", "strategy"):
+        figures = s.summary()
+        figures.update(figures.pop("options"))  # the strategy's options, one per line too
+        for key, value in figures.items():
+            if key not in ("new_tokens", "wall_s", "tokens_per_s", "strategy") and value not in (0, None):
                 value = f"{value:.4g}" if isinstance(value, float) else value
                 print(f"  {key}: {value}", file=sys.stderr)
     return 0
@@ -331,18 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--strategy", default="sample",
-                   help="greedy, sample, beam, diverse-beam, speculative, tree, prompt-lookup, ngram")
-    g.add_argument("--num-beams", type=int, help="beam, diverse-beam: beams per prompt")
-    g.add_argument("--num-groups", type=int, help="diverse-beam: groups")
-    g.add_argument("--diversity-penalty", type=float, help="diverse-beam: Hamming penalty lambda")
-    g.add_argument("--length-penalty", type=float, help="beam, diverse-beam: score / length**this")
-    g.add_argument("--draft", help="speculative, tree: the draft model (run folder, checkpoint or pretrained source)")
-    g.add_argument("--gamma", type=int, help="speculative: draft tokens per target call")
-    g.add_argument("--branching", help="tree: children per node at each depth, e.g. 2,2,1,1")
-    g.add_argument("--beam-width", type=int, help="tree: stochastic-beam tree width (with --depth)")
-    g.add_argument("--depth", type=int, help="tree: depth of the stochastic-beam tree")
-    g.add_argument("--temperature", type=float, default=0.8)
+    from seqlab.decoding import STRATEGIES
+
+    g.add_argument("--strategy", default="sample", choices=sorted(STRATEGIES),
+                   help="how tokens are chosen (default: sample)")
+    g.add_argument("--draft", help="speculative, tree: the draft model (run folder, checkpoint or "
+                   "pretrained source)")
+    _add_strategy_flags(g)
+    g.add_argument("--temperature", type=float, help="sample at this temperature (default 0.8 for "
+                   "--strategy sample; the drafting strategies are greedy unless it is given)")
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
     g.add_argument("--min-p", type=float)
@@ -385,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     from seqlab.tasks.corpus import DataError
     from seqlab.train.signals import exit_code, raise_on_sigterm, restore_sigterm
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error (exit 2, message printed) or --help (0)
+        return e.code if isinstance(e.code, int) else 2
     from seqlab.models.pretrained.export import ExportError
 
     old_sigterm = raise_on_sigterm()   # SIGTERM stops like Ctrl-C: a line, no traceback

@@ -28,7 +28,7 @@ GOAL_BPB = 3.0
 def _calibrate_steps(run, seconds: float) -> int:
     """Steps that fit in ``seconds``, from timing a few steps of a throwaway model."""
     from seqlab.models.lm import LM
-    from seqlab.train.trainer import make_optimizer
+    from seqlab.train.optim import make_optimizer
 
     model = LM(run.model)
     opt = make_optimizer(model, run.train)

@@ -140,10 +140,18 @@ def test_generate_strategies_agree_with_greedy(trained, capsys):
     assert main(common + ["--strategy", "tree", "--draft", str(out), "--branching", "2,1",
                           "--stats"]) == 0
     cap = capsys.readouterr()
-    assert cap.out == greedy and "draft_tokens:" in cap.err and "branching: [2, 1]" in cap.err
+    assert cap.out == greedy and "drafted:" in cap.err and "branching: [2, 1]" in cap.err
     assert main(common + ["--strategy", "tree", "--draft", str(out), "--branching", "2,x"]) == 2
     assert "--branching '2,x' is not a comma-separated list of ints" in capsys.readouterr().err
     assert main(common + ["--strategy", "beam", "--num-beams", "1"]) == 0
     assert capsys.readouterr().out == greedy
     assert main(common + ["--strategy", "beam", "--gamma", "2"]) == 2
     assert "strategy 'beam' has no option 'gamma'" in capsys.readouterr().err
+    # sampling options a strategy would ignore are refused, and a draft strategy needs --draft
+    assert main(common[:-2] + ["--strategy", "beam", "--top-p", "0.9"]) == 2
+    assert "strategy 'beam' does not sample, so top_p would be ignored" in capsys.readouterr().err
+    assert main(common[:-2] + ["--strategy", "speculative", "--draft", str(out), "--top-p",
+                               "0.9"]) == 2
+    assert "give a temperature" in capsys.readouterr().err
+    assert main(common + ["--strategy", "speculative"]) == 2
+    assert "needs a draft model: add --draft" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Train and evaluate one model on one probe.
 
-This is a compact loop beside :class:`seqlab.train.Trainer`, built from the
-trainer's own pieces (``make_optimizer``, ``lr_at``, ``autocast_dtype``,
-``autocast_context``) rather than a second copy of them. The Trainer is built
+This is a compact loop beside :class:`seqlab.train.Trainer`, taking the
+trainer's own training step (``seqlab.train.optim.optimizer_step``: schedule,
+clipping, the non-finite check) and pieces (``make_optimizer``,
+``autocast_dtype``, ``autocast_context``) rather than a second copy of them. The Trainer is built
 around a text corpus (tokenizer files in checkpoints, bits-per-byte
 evaluation, resume checks against an LM config) and its checkpoints know only
 LMs; a sweep cell lasts seconds to minutes, is restarted rather than resumed
@@ -16,7 +17,6 @@ this skips ~94% of the largest matmul and never materialises a
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,31 +26,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.config import Config, require
+from seqlab.config import require
 from seqlab.tasks.probes import IGNORE, Probe, ProbeBatch
-from seqlab.train.config import check_optimizer_fields
-from seqlab.train.trainer import autocast_context, autocast_dtype, lr_at, make_optimizer
+from seqlab.train.optim import OptimizerConfig, make_optimizer, optimizer_step
+from seqlab.train.trainer import autocast_context, autocast_dtype
 
 
 @dataclass(frozen=True)
-class ProbeTrainConfig(Config):
+class ProbeTrainConfig(OptimizerConfig):
     """Optimisation and evaluation options of one sweep cell.
 
-    The optimiser fields mean what they mean in :class:`seqlab.train.TrainConfig`
-    (AdamW, linear warm-up then cosine decay to ``lr * min_lr_ratio``); the
-    sequence length comes from the probe.
+    The optimiser fields are ``seqlab.train.optim.OptimizerConfig``'s, as in
+    :class:`seqlab.train.TrainConfig` (AdamW, linear warm-up then cosine decay to
+    ``lr * min_lr_ratio``); the sequence length comes from the probe.
     """
 
-    steps: int = 1000
     batch_size: int = 64
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0          # 0 disables clipping
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     eval_batches: int = 16          # test batches scored at each length
     eval_batch_size: int = 64
     # Early stop: every check_every steps score check_batches validation batches and stop once
@@ -64,10 +55,9 @@ class ProbeTrainConfig(Config):
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "check_every",
                      "check_batches"):
             require(getattr(self, name) > 0, self, name, "a positive int")
-        require(self.warmup >= 0, self, "warmup", "an int >= 0")
         require(0.0 <= self.stop_at_accuracy <= 1.0, self, "stop_at_accuracy",
                 "a number in [0, 1] (0 disables the early stop)")
-        check_optimizer_fields(self)
+        super().validate()
 
 
 @dataclass
@@ -132,23 +122,19 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
     model.train()
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
         batch = probe.batch("train", step, cfg.batch_size, seed).to(device)
-        with autocast_context(device, amp):
-            loss, _ = probe_loss(model, probe, batch)
-        loss.backward()
-        loss_val = loss.item()
-        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                 if cfg.grad_clip > 0 else None)
-        if not math.isfinite(loss_val) or (gnorm is not None and not torch.isfinite(gnorm)):
-            what = f"loss is {loss_val}" if not math.isfinite(loss_val) else "gradient norm is not finite"
+
+        def backward() -> float:
+            with autocast_context(device, amp):
+                loss, _ = probe_loss(model, probe, batch)
+            loss.backward()
+            return loss.item()
+
+        loss_val, problem = optimizer_step(model, opt, step, cfg, backward)
+        if problem is not None:
             result.status = "nan"
-            result.message = f"{what} at step {step + 1}; try a lower lr or grad_clip"
-            opt.zero_grad(set_to_none=True)
+            result.message = f"{problem}; try a lower lr or grad_clip"
             break
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         result.steps = step + 1
         result.losses.append(loss_val)
         if on_step is not None and on_step(step + 1, loss_val):

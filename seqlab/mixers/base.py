@@ -44,7 +44,7 @@ class Mixer(nn.Module):
     """
 
     # Names of this mixer's parameters that AdamW must not decay (read by
-    # ``seqlab.train.make_optimizer``). For state-space time scales and poles, decay toward
+    # ``seqlab.train.optim.make_optimizer``). For state-space time scales and poles, decay toward
     # zero is not a small-weight prior but a drift of every state's time scale toward the
     # same value; the reference implementations exempt them.
     no_weight_decay: tuple[str, ...] = ()

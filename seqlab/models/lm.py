@@ -20,6 +20,7 @@ from torch import Tensor, nn
 import seqlab.mixers as mixers
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.pattern import LayerSpec, parse_layers
+from seqlab.decoding.protocol import Capabilities
 from seqlab.nn import RMSNorm, SwiGLU
 from seqlab.state import State, StateError
 
@@ -235,15 +236,41 @@ class LM(nn.Module):
                 nn.init.normal_(block.mlp.down_proj.weight, std=std / (2 * len(self.blocks)) ** 0.5)
 
     # -- the two faces ------------------------------------------------------
-    def forward(self, tokens: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
+    def forward(self, tokens: Tensor, state: LMState | None = None, *,
+                last_only: bool = False) -> tuple[Tensor, LMState]:
         """Parallel face: ``tokens: (B, T)`` int64 -> ``logits: (B, T, vocab)`` and the new state.
+
+        ``last_only`` applies the head at the last position only and returns ``(B, vocab)``:
+        a prompt's other positions need no logits, and for SmolLM2 (vocabulary 49,152) the
+        head over a 160-token prompt cost as much as the 30 layers below it.
 
         Raises:
             ValueError: tokens of the wrong rank, dtype or range.
             StateError: a state from another model or of another batch size.
         """
         hidden, state = self.features(tokens, state)
-        return self.head(hidden), state
+        return self.head(hidden[:, -1] if last_only else hidden), state
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The vocabulary head on hidden states from ``features``."""
+        return self.head(hidden)
+
+    # -- the decoding protocol (seqlab/decoding/protocol.py) ------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    @property
+    def max_length(self) -> int | None:
+        return self.cfg.max_length
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(tree=self.supports_tree, features=True)
 
     def features(self, tokens: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
         """The parallel face without the head: ``hidden: (B, T, dim)`` after the final norm.
@@ -278,9 +305,8 @@ class LM(nn.Module):
 
     @property
     def supports_tree(self) -> bool:
-        """Whether ``forward_tree`` works: every layer is attention without a window."""
-        return all(hasattr(b.mixer, "mix_tree") and getattr(b.mixer.cfg, "window", None) is None
-                   for b in self.blocks)
+        """Whether ``forward_tree`` works: every layer's mixer scores trees (``Mixer.supports_tree``)."""
+        return all(b.mixer.supports_tree for b in self.blocks)
 
     def forward_tree(self, tokens: Tensor, state: LMState, depth: Tensor, visible: Tensor
                      ) -> tuple[Tensor, LMState]:
@@ -292,8 +318,8 @@ class LM(nn.Module):
         ``LMState.keep``.
         """
         if not self.supports_tree:
-            raise ValueError("forward_tree needs a model whose every layer is attention without "
-                             "a window; verify trees as batch rows instead")
+            raise ValueError("forward_tree needs a model whose every layer scores trees "
+                             "(attention without a window); verify trees as batch rows instead")
         self._check_tokens(tokens, rank=2)
         layer_states = self._check_state(state, tokens.shape[0])
         x = self.embed(tokens)

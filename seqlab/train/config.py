@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -24,39 +24,21 @@ else:  # the same parser, published separately before 3.11
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.lm import LMConfig
 from seqlab.tasks.corpus import DataConfig
-
-
-def check_optimizer_fields(cfg) -> None:
-    """Validate the AdamW and schedule fields a training config shares with others
-    (``TrainConfig``, the probe sweeps' ``ProbeTrainConfig``)."""
-    require(cfg.lr > 0, cfg, "lr", "a positive number")
-    require(0 <= cfg.min_lr_ratio <= 1, cfg, "min_lr_ratio", "a number in [0, 1]")
-    require(cfg.weight_decay >= 0, cfg, "weight_decay", "a number >= 0")
-    require(0 <= cfg.beta1 < 1, cfg, "beta1", "a number in [0, 1)")
-    require(0 <= cfg.beta2 < 1, cfg, "beta2", "a number in [0, 1)")
-    require(cfg.grad_clip >= 0, cfg, "grad_clip", "a number >= 0 (0 disables)")
+from seqlab.train.optim import OptimizerConfig
 
 
 @dataclass(frozen=True)
-class TrainConfig(Config):
-    """Optimisation, evaluation and checkpointing options.
+class TrainConfig(OptimizerConfig):
+    """Optimisation, evaluation and checkpointing options; the optimizer's and schedule's
+    fields (steps, lr, warmup, ...) are ``seqlab.train.optim.OptimizerConfig``'s.
 
     ``batch_size`` is the global number of sequences per optimizer step,
     split across ``grad_accum`` micro-batches and across processes.
     """
 
-    steps: int = 1000
     batch_size: int = 16
     seq_len: int = 256
     grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1       # cosine decays to lr * min_lr_ratio
-    warmup: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0          # 0 disables clipping
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"   # auto: bf16 autocast on CUDA
     compile: bool = False
     eval_every: int = 200           # 0: only at the end
     eval_tokens: int = 65536
@@ -76,7 +58,7 @@ class TrainConfig(Config):
             require(getattr(self, name) >= 0, self, name, "an int >= 0")
         require(self.batch_size % self.grad_accum == 0, self, "batch_size",
                 f"a multiple of grad_accum = {self.grad_accum}")
-        check_optimizer_fields(self)
+        super().validate()
         require(self.time_limit is None or self.time_limit > 0, self, "time_limit",
                 "a positive number of seconds or None")
 

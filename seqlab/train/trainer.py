@@ -22,7 +22,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +40,7 @@ from seqlab.train.checkpoint import clean_leftovers, latest_checkpoint, link_lat
 from seqlab.train.config import RunConfig, TrainConfig
 from seqlab.train.lock import RunLock
 from seqlab.train.metrics import MetricsLog, repair_metrics
+from seqlab.train.optim import lr_at, make_optimizer, optimizer_step
 from seqlab.train.signals import StopFlag
 
 
@@ -76,32 +76,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
-    progress = min(1.0, (step - cfg.warmup) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: LM, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices other than the embedding and those a module names
-    in its ``no_weight_decay`` (state-space time scales, see ``seqlab.mixers.base.Mixer``)."""
-    exempt = {id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
-    seen, decay, no_decay = set(), [], []
-    for name, p in model.named_parameters():
-        if id(p) in seen or not p.requires_grad:
-            continue
-        seen.add(id(p))
-        decayed = p.dim() >= 2 and "embed" not in name and id(p) not in exempt
-        (decay if decayed else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
 @torch.no_grad()
@@ -309,36 +283,33 @@ class Trainer:
         with StopFlag() as stop:
             while step < cfg.steps:
                 t0 = time.perf_counter()
-                for g in self.opt.param_groups:
-                    g["lr"] = lr_at(step, cfg)
-                loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-                for m in range(cfg.grad_accum):
-                    share = info.rank * cfg.grad_accum + m
-                    x, y = self.corpus.batch("train", step, cfg.batch_size, cfg.seq_len, cfg.seed,
-                                             rows=slice(share * micro, (share + 1) * micro))
-                    x, y = x.to(self.device), y.to(self.device)
-                    sync = m == cfg.grad_accum - 1 or not info.enabled
-                    with (contextlib.nullcontext() if sync else self.forward.no_sync()):
-                        with autocast_context(self.device, self.amp):
-                            logits, _ = self.forward(x)
-                        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                               y.reshape(-1))
-                        (loss / cfg.grad_accum).backward()
-                    loss_sum += loss.detach().double()
-                loss_val = D.all_reduce_sum(loss_sum, info).item() / (cfg.grad_accum * info.world)
-                gnorm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else None)
-                if not math.isfinite(loss_val) or (gnorm is not None and not torch.isfinite(gnorm)):
-                    what = f"loss is {loss_val}" if not math.isfinite(loss_val) else "gradient norm is not finite"
+
+                def backward() -> float:
+                    loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+                    for m in range(cfg.grad_accum):
+                        share = info.rank * cfg.grad_accum + m
+                        x, y = self.corpus.batch("train", step, cfg.batch_size, cfg.seq_len,
+                                                 cfg.seed,
+                                                 rows=slice(share * micro, (share + 1) * micro))
+                        x, y = x.to(self.device), y.to(self.device)
+                        sync = m == cfg.grad_accum - 1 or not info.enabled
+                        with (contextlib.nullcontext() if sync else self.forward.no_sync()):
+                            with autocast_context(self.device, self.amp):
+                                logits, _ = self.forward(x)
+                            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                   y.reshape(-1))
+                            (loss / cfg.grad_accum).backward()
+                        loss_sum += loss.detach().double()
+                    return D.all_reduce_sum(loss_sum, info).item() / (cfg.grad_accum * info.world)
+
+                loss_val, problem = optimizer_step(self.model, self.opt, step, cfg, backward)
+                if problem is not None:
                     ck = latest_checkpoint(self.out)
                     result.stopped = "nan"
-                    result.message = (f"{what} at step {step + 1}: training stopped. The last good "
+                    result.message = (f"{problem}: training stopped. The last good "
                                       f"checkpoint is {ck if ck else '(none yet)'}; its weights are "
                                       "untouched. Try a lower train.lr or train.grad_clip.")
-                    self.opt.zero_grad(set_to_none=True)
                     break
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
                 step += 1
                 self.step = step
                 result.step = step
@@ -486,4 +457,4 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         D.teardown(trainer.info)
 
 
-__all__ = ["Trainer", "TrainResult", "evaluate", "lr_at", "make_optimizer", "train", "DataError"]
+__all__ = ["Trainer", "TrainResult", "evaluate", "train", "DataError"]

@@ -4,7 +4,7 @@ import copy
 
 from seqlab.models import build_lm
 from seqlab.train.config import TrainConfig
-from seqlab.train.trainer import make_optimizer
+from seqlab.train.optim import make_optimizer
 
 
 def decayed_names(model):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 TRAIN = [sys.executable, "-m", "seqlab.cli", "train", "--quiet", "--dim", "32",
-         "--mixers", "attention,gru", "--batch-size", "4", "--seq-len", "32",
+         "--mixers", "attention+gru", "--batch-size", "4", "--seq-len", "32",
          "--set", "train.warmup=2", "--set", "train.log_every=1", "--set", "train.eval_tokens=512",
          "--set", "model.mlp_hidden=64", "--set", "model.mixer_options.attention.heads=2"]
 

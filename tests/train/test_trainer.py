@@ -9,7 +9,8 @@ import torch
 from seqlab.models.io import CheckpointError, load
 from seqlab.train.checkpoint import latest_checkpoint
 from seqlab.train.config import TrainConfig
-from seqlab.train.trainer import Trainer, evaluate, lr_at
+from seqlab.train.optim import lr_at
+from seqlab.train.trainer import Trainer, evaluate
 
 from .conftest import tiny_run
 
