@@ -87,7 +87,7 @@ def run_demo(minutes: float = 3.5, out: str | None = None, device: str = "auto")
                     temperature=0.6, top_k=10, seed=0, on_token=stream)
     stream.finish()
     print("\n" + "-" * 60)
-    print(f"{out_.stats['tokens_per_s']:.0f} tokens/s while generating; checkpoint in "
+    print(f"{out_.stats.tokens_per_s:.0f} tokens/s while generating; checkpoint in "
           f"{Path(out) / 'latest'}; whole demo took {time.perf_counter() - t_all:.0f} s")
     print(f"try: seqlab generate {out} --prompt 'import os' --stream")
     return 0 if after <= GOAL_BPB else 1

@@ -45,7 +45,7 @@ class OptimizerConfig(Config):
     def validate(self) -> None:
         require(self.steps > 0, self, "steps", "a positive int")
         require(self.warmup >= 0, self, "warmup", "an int >= 0")
-        require(math.isfinite(self.lr) and self.lr > 0, self, "lr", "a positive, finite number")
+        require(math.isfinite(self.lr) and self.lr > 0, self, "lr", "a positive number")
         require(0 <= self.min_lr_ratio <= 1, self, "min_lr_ratio", "a number in [0, 1]")
         require(math.isfinite(self.weight_decay) and self.weight_decay >= 0, self,
                 "weight_decay", "a finite number >= 0")
