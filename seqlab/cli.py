@@ -177,13 +177,6 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
         raise CLIError(f"{flag} {text!r} is not a comma-separated list of ints, e.g. 2,2,1") from None
 
 
-def _int_tuple_arg(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return _int_list(text, flag)
-    except CLIError as e:  # argparse turns this into its usage message and exit 2
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _strategy_fields() -> dict[str, tuple[Any, str]]:
     """Every strategy option: name -> (its annotation, help), from the strategies' Configs."""
     import dataclasses
@@ -207,7 +200,7 @@ def _add_strategy_flags(parser: argparse.ArgumentParser) -> None:
         if bool in args:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
         elif any(getattr(a, "__origin__", None) is tuple for a in args):
-            parser.add_argument(flag, type=lambda text, f=flag: _int_tuple_arg(text, f), help=help_)
+            parser.add_argument(flag, help=help_)  # parsed in _cmd_generate: a clear exit 2
         else:
             kind = next(a for a in args if a in (int, float, str))
             parser.add_argument(flag, type=kind, help=help_)
@@ -236,6 +229,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     spec = STRATEGIES[args.strategy] if args.strategy in STRATEGIES else None
     options = {name: getattr(args, name) for name in _strategy_fields()
                if getattr(args, name) is not None}  # generate() names options of another strategy
+    for name, (tp, _) in _strategy_fields().items():  # comma lists such as --branching 2,2,1
+        if name in options and any(getattr(a, "__origin__", None) is tuple
+                                   for a in getattr(tp, "__args__", (tp,))):
+            options[name] = _int_list(options[name], "--" + name.replace("_", "-"))
     draft = None
     if args.draft:
         draft = load_for_cli(args.draft, device=str(device))[0]
@@ -430,10 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     from seqlab.tasks.corpus import DataError
     from seqlab.train.signals import exit_code, raise_on_sigterm, restore_sigterm
 
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # a usage error (exit 2, message printed) or --help (0)
-        return e.code if isinstance(e.code, int) else 2
+    args = build_parser().parse_args(argv)
     from seqlab.models.pretrained.export import ExportError
 
     old_sigterm = raise_on_sigterm()   # SIGTERM stops like Ctrl-C: a line, no traceback
