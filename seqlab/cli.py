@@ -26,18 +26,21 @@ class CLIError(Exception):
 
 # -- train ---------------------------------------------------------------------------
 def _run_config_from_args(args: argparse.Namespace):
-    import yaml
-
     from seqlab.models.pattern import parse_layers, repeat_to
-    from seqlab.train.config import RunConfig, apply_overrides, read_config_file
+    from seqlab.train.config import RunConfig, apply_overrides, read_config_file, read_run_file
 
     data: dict[str, Any] = {}
     out = Path(args.out) if args.out else None
     if args.resume and out is not None and (out / "config.yaml").is_file():
-        data = yaml.safe_load((out / "config.yaml").read_text())
+        data = read_run_file(out / "config.yaml")
     if args.config:
         data = _merge(data, read_config_file(args.config))
     flags: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    if args.layers is not None and args.layers < 1:
+        raise ConfigError(f"--layers {args.layers} is not allowed: expected a positive number of "
+                          "layers (the pattern of --mixers repeats to fill them)")
+    if args.init:
+        _check_init_without_shape(args)
     if args.mixers or args.layers:
         # One pattern syntax (seqlab/models/pattern.py) for this flag, bench's and config files.
         pattern = parse_layers(_one_pattern(args.mixers), "--mixers") if args.mixers else \
@@ -63,6 +66,20 @@ def _run_config_from_args(args: argparse.Namespace):
         data["out_dir"] = str(out)
     data = apply_overrides(data, args.set or [])
     return RunConfig.from_dict(data)
+
+
+def _check_init_without_shape(args: argparse.Namespace) -> None:
+    """--init brings its own shape: a shape asked for as well would be silently ignored."""
+    given = [flag for flag, value in [("--mixers", args.mixers), ("--layers", args.layers),
+                                      ("--dim", args.dim)] if value is not None]
+    given += [s.split("=")[0] for s in args.set or [] if s.startswith("model.")]
+    from seqlab.train.config import read_config_file
+
+    if args.config and read_config_file(args.config).get("model"):
+        given.append(f"the model section of {args.config}")
+    if given:
+        raise ConfigError(f"--init {args.init} takes its shape from the pretrained model: drop "
+                          f"{', '.join(given)} (or drop --init to train a fresh model of that shape)")
 
 
 def _one_pattern(text: str) -> str:
@@ -127,8 +144,6 @@ def is_pretrained_source(source: str) -> bool:
 
 def load_for_cli(path: str, device: str = "cpu"):
     """(model, tokenizer, run config or None) from a run folder, checkpoint folder or pretrained source."""
-    import yaml
-
     from seqlab.models.io import load
     if is_pretrained_source(path):
         from seqlab.models.pretrained import load_pretrained
@@ -137,7 +152,7 @@ def load_for_cli(path: str, device: str = "cpu"):
         return model.eval(), tokenizer, None
     from seqlab.tokenizer import load_tokenizer
     from seqlab.train.checkpoint import resolve_model_dir
-    from seqlab.train.config import RunConfig
+    from seqlab.train.config import RunConfig, read_run_file
 
     model_dir = resolve_model_dir(path)
     model = load(model_dir, device=device).eval()
@@ -145,7 +160,7 @@ def load_for_cli(path: str, device: str = "cpu"):
     run = None
     for cand in (Path(path) / "config.yaml", model_dir.parent.parent / "config.yaml"):
         if cand.is_file():
-            run = RunConfig.from_dict(yaml.safe_load(cand.read_text()))
+            run = RunConfig.from_dict(read_run_file(cand))
             break
     if tokenizer.vocab_size != model.cfg.vocab_size:
         raise CLIError(f"{model_dir}: the model has a vocabulary of {model.cfg.vocab_size} but its "
@@ -158,7 +173,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.tasks.corpus import DataConfig, load_corpus
     from seqlab.train.trainer import evaluate, resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, what="--device")
     model, tokenizer, run = load_for_cli(args.checkpoint, device=str(device))
     data_cfg = run.data if (run is not None and not args.data) else DataConfig(paths=tuple(args.data or ()))
     corpus = load_corpus(data_cfg, tokenizer=tokenizer)
@@ -206,6 +221,17 @@ def _add_strategy_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, help=help_)
 
 
+def _check_utf8(text: str, flag: str) -> None:
+    """Python hands argv bytes that are not UTF-8 over as lone surrogates; name them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = ord(text[e.start]) - 0xDC00 if 0xDC80 <= ord(text[e.start]) <= 0xDCFF else None
+        byte = f"byte 0x{raw:02x}" if raw is not None else f"character {text[e.start]!r}"
+        raise CLIError(f"{flag} is not UTF-8 text ({byte} at position {e.start}); give it in "
+                       "UTF-8 (a terminal in another encoding, e.g. Latin-1, sends other bytes)") from None
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -213,7 +239,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from seqlab.decoding.stream import TextStreamer
     from seqlab.train.trainer import resolve_device
 
-    device = resolve_device(args.device)
+    _check_utf8(args.prompt, "--prompt")
+    device = resolve_device(args.device, what="--device")
     model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
     text = args.prompt
     if args.chat:

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -50,7 +52,12 @@ def _type_name(tp: Any) -> str:
         return f"a tuple of {_type_name(get_args(tp)[0])}"
     if tp is type(None):
         return "None"
+    if tp is float:
+        return "a finite number"
     return getattr(tp, "__name__", str(tp))
+
+
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
@@ -87,7 +94,9 @@ def _coerce(tp: Any, value: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e-3 (no dot) as a string; it is a number
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return True, float(value)
         return False, value
     if isinstance(tp, type) and issubclass(tp, Config):

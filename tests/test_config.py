@@ -37,7 +37,7 @@ def test_ok_and_coercion():
     ({"mode": "c"}, r"Opts.mode = 'c' is not allowed: expected one of 'a', 'b'"),
     ({"sizes": [1, "x"]}, r"Opts.sizes = \[1, 'x'\] is not allowed: expected a tuple of int"),
     ({"limit": 2.5}, r"Opts.limit = 2.5 is not allowed: expected int or None"),
-    ({"lr": True}, r"Opts.lr = True is not allowed: expected float"),
+    ({"lr": True}, r"Opts.lr = True is not allowed: expected a finite number"),
     ({"lrr": 1.0}, r"Opts has no option 'lrr'; known options: lr, mode, sizes, limit, inner"),
     ({"inner": {"size": "big"}}, r"Inner.size = 'big' is not allowed: expected int"),
 ], ids=["range", "literal", "tuple", "optional", "bool-not-float", "unknown", "nested"])

@@ -95,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.out = f"runs/bench/{args.probe}.jsonl"
     sweep = sweep_from_args(args)
     # Process-wide, so done here at the entry point: ~20% faster CPU steps (see seqlab/bench/alloc.py).
-    tuned = resolve_device(args.device).type == "cpu" and retain_freed_memory()
+    tuned = resolve_device(args.device, what="--device").type == "cpu" and retain_freed_memory()
     summary = run_sweep(sweep, args.out, device=args.device, progress=not args.quiet,
                         command=_command_line(args))
     if tuned and not args.quiet:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqlab.bench.results import BenchError, read_results
+from seqlab.files import make_folder
 
 
 @dataclass
@@ -264,7 +265,7 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
         raise BenchError(f"{results} holds no results (of {len(data.bad_lines)} lines none could be "
                          "read); run seqlab bench run PROBE --out FILE first")
     out = Path(out_dir) if out_dir is not None else results.with_name(results.stem + "-report")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out", BenchError)
     files = ReportFiles(markdown=out / "report.md", skipped_lines=data.bad_lines)
     by_probe: dict[str, list[dict]] = defaultdict(list)
     for r in records:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqlab.files import read_text
+
 FINISHED = ("ok", "nan")   # a cell that diverged is a result too; "error" cells run again
 
 
@@ -50,7 +52,8 @@ def read_results(path: str | Path, *, must_exist: bool = False) -> Results:
                              "seqlab bench run PROBE --out FILE")
         return Results()
     out = Results()
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    text = read_text(path, BenchError, "give a results file written by seqlab bench run")
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -9,6 +9,7 @@ recurrent state. The engine sees models only through ``seqlab.decoding.protocol`
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -181,15 +182,57 @@ class Rows:
 
 
 def as_rows(prompt: Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[list[int]]:
-    """A batch of prompts as lists of ids: accepts a (B, T) tensor, a (T,) tensor, or lists."""
+    """A batch of prompts as lists of ids: a (B, T) or (T,) integer tensor or array, a list of
+    ids, or a list of id lists. PromptError for anything else (text, bytes, floats, bools)."""
+    if prompt is None:
+        raise PromptError("prompt is None; give token ids, e.g. tokenizer.encode(text)")
+    if isinstance(prompt, str):
+        raise PromptError("prompt is a str; encode it first: tokenizer.encode(text) gives its ids")
+    if isinstance(prompt, (bytes, bytearray)):
+        raise PromptError("prompt is bytes; token ids are ints: give tokenizer.encode(text) "
+                          "(for a byte-level model, list(data) is the ids)")
+    if hasattr(prompt, "__array__") and not isinstance(prompt, Tensor):
+        prompt = torch.as_tensor(prompt)   # a numpy array
     if isinstance(prompt, Tensor):
-        if prompt.dim() == 1:
-            prompt = prompt[None]
-        return [list(map(int, r)) for r in prompt.tolist()]
-    prompt = list(prompt)
-    if prompt and isinstance(prompt[0], int):
-        return [list(prompt)]
-    return [list(map(int, r)) for r in prompt]
+        if prompt.dtype == torch.bool or prompt.is_floating_point() or prompt.is_complex():
+            raise PromptError(f"the prompt tensor has dtype {prompt.dtype}; token ids are an "
+                              "integer tensor (torch.long)")
+        if prompt.dim() not in (1, 2):
+            raise PromptError(f"the prompt is a {prompt.dim()}-d tensor; give (T,) ids or a (B, T) "
+                              "batch")
+        return [list(r) for r in (prompt[None] if prompt.dim() == 1 else prompt).tolist()]
+    if not isinstance(prompt, Sequence):
+        raise PromptError(f"prompt is a {type(prompt).__name__}; give token ids: a list of ints, "
+                          "a list of such lists, or an integer tensor")
+    first = prompt[0] if prompt else None
+    one_row = first is not None and not isinstance(first, (Sequence, Tensor)) or (
+        isinstance(first, Tensor) and first.dim() == 0)   # ids, not a batch of rows
+    rows = [prompt] if one_row else list(prompt)
+    for i, row in enumerate(rows):
+        if isinstance(row, Tensor) and row.dim() == 1:
+            row = as_rows(row)[0]
+        if isinstance(row, (str, bytes, bytearray)) or not isinstance(row, Sequence):
+            raise PromptError(f"prompt {i} is a {type(row).__name__}; each prompt of a batch is a "
+                              "list of token ids (ints)")
+        for j, t in enumerate(row):
+            if not _is_id(t):
+                raise PromptError(f"token {j} of prompt {i} is a {type(t).__name__} ({t!r}); token "
+                                  "ids are ints")
+        rows[i] = [int(t) for t in row]
+    return rows
+
+
+def _is_id(t) -> bool:
+    """An int token id (numpy and 0-d integer tensors too), not a bool."""
+    if isinstance(t, bool) or getattr(t, "dtype", None) == torch.bool:
+        return False
+    if isinstance(t, Tensor):
+        return t.dim() == 0 and not (t.is_floating_point() or t.is_complex())
+    try:
+        operator.index(t)
+        return not str(getattr(t, "dtype", "")).startswith("bool")
+    except TypeError:
+        return False
 
 
 def check_prompts(model, rows: list[list[int]], max_new_tokens: int) -> None:
@@ -210,10 +253,12 @@ def check_prompts(model, rows: list[list[int]], max_new_tokens: int) -> None:
             raise PromptError(f"max_new_tokens ({max_new_tokens}) leaves no room for a prompt in the "
                               f"model's maximum length of {limit} tokens; lower it below {limit}")
         if longest + max_new_tokens > limit:
+            fix = f"shorten the prompt to at most {limit - max_new_tokens} tokens"
+            if longest < limit:   # else no max_new_tokens would make it fit
+                fix += f" or lower max_new_tokens to {limit - longest}"
             raise PromptError(
                 f"the prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
-                f"model's maximum length of {limit} tokens; shorten the prompt to at most "
-                f"{limit - max_new_tokens} tokens or lower max_new_tokens to {max(0, limit - longest)}")
+                f"model's maximum length of {limit} tokens; {fix}")
 
 
 def prefill(model, rows: list[list[int]]) -> tuple[Tensor, State, int]:

@@ -48,7 +48,7 @@ def get(name: str) -> type[Mixer]:
     return MIXERS[name]
 
 
-def build(name: str, dim: int, **options: Any) -> Mixer:
+def build(name: str, dim: int | None = None, **options: Any) -> Mixer:
     """Build mixer ``name`` of width ``dim``; ``options`` are its Config fields.
 
     Raises:
@@ -56,6 +56,9 @@ def build(name: str, dim: int, **options: Any) -> Mixer:
             the mixer's options) or a value out of range (names field and value).
     """
     cls = get(name)
+    if isinstance(dim, bool) or not isinstance(dim, int):   # ranges: the mixer's own check
+        raise ConfigError(f"build({name!r}) needs dim, the model width (a positive int), e.g. "
+                          f"seqlab.mixers.build({name!r}, dim=64); got dim = {dim!r}")
     cfg = cls.Config.from_dict(options)
     return cls(dim, cfg)
 

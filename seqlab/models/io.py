@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from seqlab.config import ConfigError
 from seqlab.errors import CheckpointError
+from seqlab.files import read_text
 from seqlab.integrity import MANIFEST, check_manifest, has_manifest, write_manifest
 from seqlab.models.lm import LM, LMConfig
 
@@ -74,13 +75,30 @@ def load_config(path: str | os.PathLike) -> LMConfig:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no {CONFIG}: not a seqlab checkpoint, or an "
                               "interrupted save")
+    text = read_text(cfg_file, CheckpointError, "restore it from a copy or retrain")
     try:
-        data = json.loads(cfg_file.read_bytes().decode("utf-8"))
+        data = json.loads(text)
         return LMConfig.from_dict(data["config"])
     except ConfigError as e:
         raise CheckpointError(f"{cfg_file} holds an invalid config: {e}")
-    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or not UTF-8
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON
         raise CheckpointError(f"{cfg_file} is corrupt ({e}); restore it from a copy or retrain")
+
+
+def check_shapes(model: LM, weights: Path) -> None:
+    """CheckpointError naming the first tensor whose saved shape is not the config's."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt")
+    for name, t in model.state_dict().items():
+        if name in saved and saved[name] != tuple(t.shape):
+            raise CheckpointError(
+                f"the weights in {weights} do not match {CONFIG} beside them: {name} is "
+                f"{list(saved[name])} in the weights but {list(t.shape)} by the config (dim "
+                f"{model.cfg.dim}, layers {len(model.cfg.layers)}); {CONFIG} was edited or belongs "
+                "to another model: restore the one saved with these weights")
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -98,6 +116,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if not weights.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS}")
     model = LM(cfg)
+    check_shapes(model, weights)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

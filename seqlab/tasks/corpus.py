@@ -255,7 +255,8 @@ def _write_cache(files: list[Path], cfg: DataConfig, tmp: Path, progress: bool,
     n_text = len(texts["train"]) + len(texts["val"])
     if n_text == 0:
         raise DataError(f"none of the {len(files)} files holds readable text ({skipped} binary or "
-                        "undecodable files skipped); point --data at text files")
+                        "non-UTF-8 files skipped); point --data at UTF-8 text files (convert "
+                        "others first, e.g. iconv -f latin1 -t utf-8)")
     if not texts["val"] or not texts["train"]:
         # Too few files to split by file: hold out the tail of the text instead.
         whole = b"".join(texts["train"] + texts["val"])

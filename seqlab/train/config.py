@@ -22,6 +22,7 @@ else:  # the same parser, published separately before 3.11
     import tomli as tomllib
 
 from seqlab.config import Config, ConfigError, require
+from seqlab.files import read_text
 from seqlab.models.lm import LMConfig
 from seqlab.tasks.corpus import DataConfig
 from seqlab.train.optim import OptimizerConfig
@@ -79,7 +80,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    text = read_text(path, ConfigError, "save it as UTF-8")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -92,6 +93,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping with sections "
                           "model, data, train")
+    return data
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """The resolved config a run folder keeps in ``config.yaml``, as plain data.
+
+    Raises:
+        CheckpointError: the file is missing, not UTF-8, not YAML or not a mapping.
+    """
+    from seqlab.errors import CheckpointError
+
+    path = Path(path)
+    fix = "restore it, or start a fresh run with another --out"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run's config is needed to resume; start "
+                              "a fresh run with another --out")
+    try:
+        data = yaml.safe_load(read_text(path, CheckpointError, fix))
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path} is not a valid run config (not YAML: "
+                              f"{str(e).splitlines()[0]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a valid run config (it holds a "
+                              f"{type(data).__name__}, not a mapping of sections); {fix}")
     return data
 
 

@@ -37,7 +37,7 @@ from seqlab.train import distributed as D
 from seqlab.train.checkpoint import clean_leftovers, latest_checkpoint, link_latest, \
     list_checkpoints, load_resume_checkpoint, resolve_model_dir, set_aside, step_of, \
     write_checkpoint
-from seqlab.train.config import RunConfig, TrainConfig
+from seqlab.train.config import RunConfig, TrainConfig, read_run_file
 from seqlab.train.lock import RunLock
 from seqlab.train.metrics import MetricsLog, repair_metrics
 from seqlab.train.optim import lr_at, make_optimizer, optimizer_step
@@ -55,16 +55,26 @@ class TrainResult:
     signal: int | None = None                   # the signal that interrupted the run
 
 
-def resolve_device(name: str, info: D.DistInfo | None = None) -> torch.device:
+def resolve_device(name: str, info: D.DistInfo | None = None, what: str = "train.device") -> torch.device:
+    """The device ``name`` names (auto: cuda when visible); ConfigError naming ``what`` if unusable."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{what} {name!r} is not a device: expected auto, cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r} is not allowed: no CUDA device is visible; "
-                              "use cpu or auto")
+            raise ConfigError(f"{what} {name!r}: no CUDA device is visible; use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {name!r}: only {torch.cuda.device_count()} CUDA device(s) "
+                              f"are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
         if info is not None and info.enabled and dev.index is None:
             dev = torch.device("cuda", info.local_rank)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{what} {name!r}: no MPS device is available; use cpu or auto")
     return dev
 
 
@@ -194,6 +204,10 @@ class Trainer:
             if not self.info.is_main:
                 ckpt, model, trainer_state, _ = load_resume_checkpoint(self.out, self.device)
             self.step = trainer_state["step"]
+            if self.step > self.cfg.steps:
+                raise ConfigError(f"train.steps = {self.cfg.steps}: the run in {self.out} is "
+                                  f"already at step {self.step}; give --steps above {self.step} to "
+                                  "train further (its checkpoints are left as they are)")
         # The tokenizer comes from the checkpoint when resuming, from the pretrained model with
         # --init, else from the data config (bytes, or a BPE trained on the data).
         tokenizer, init_model = None, None
@@ -402,19 +416,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _read_run_config(out: Path) -> RunConfig:
-    path = out / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: the run's config is needed to resume; start "
-                              "a fresh run with another --out") from None
-    except (ValueError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{path} cannot be read ({e}); restore it, or start a fresh run "
-                              "with another --out") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a run config (a mapping); restore it, or "
-                              "start a fresh run with another --out")
-    return RunConfig.from_dict(data)
+    return RunConfig.from_dict(read_run_file(out / "config.yaml"))
 
 
 def _load_init(source: str):

@@ -57,5 +57,5 @@ def test_a_config_that_is_not_utf8_is_a_checkpoint_error(saved):
     _, path = saved
     (path / "manifest.json").unlink()
     (path / "config.json").write_bytes(b"\xff\xfe{}")
-    with pytest.raises(CheckpointError, match="config.json is corrupt"):
+    with pytest.raises(CheckpointError, match="config.json is not UTF-8 text"):
         load(path)
