@@ -261,6 +261,8 @@ def test_bad_input(row: Row, trained, tmp_path, capsys, monkeypatch):
     fragment = row.fragment.replace("{tmp}", str(tmp_path))
     assert fragment in message
     assert "Traceback" not in message
+    if os.environ.get("SHOW_MESSAGES"):
+        print(f"\n{row.id}: {message.strip()[-400:]}")
     for phrase in row.absent:
         assert phrase not in message
 
