@@ -448,15 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # Ctrl-C while starting up (importing torch, parsing)
+        print("seqlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from seqlab.decoding.engine import PromptError
     from seqlab.models.io import CheckpointError
+    from seqlab.models.pretrained.export import ExportError
     from seqlab.state import StateError
     from seqlab.tasks.corpus import DataError
     from seqlab.train.signals import exit_code, raise_on_sigterm, restore_sigterm
 
     args = build_parser().parse_args(argv)
-    from seqlab.models.pretrained.export import ExportError
-
     old_sigterm = raise_on_sigterm()   # SIGTERM stops like Ctrl-C: a line, no traceback
     try:
         return args.fn(args)

@@ -155,3 +155,21 @@ def test_generate_strategies_agree_with_greedy(trained, capsys):
     assert "give a temperature" in capsys.readouterr().err
     assert main(common + ["--strategy", "speculative"]) == 2
     assert "needs a draft model: add --draft" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_torch_is_imported_exits_130_without_a_traceback(tmp_path):
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "seqlab", "info", str(tmp_path / "none")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{p.pid}/maps")
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        if "libtorch_cpu" in maps.read_text():   # inside `import torch`, seconds before it ends
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "seqlab: interrupted" in err
