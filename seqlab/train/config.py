@@ -24,6 +24,7 @@ else:  # the same parser, published separately before 3.11
 from seqlab.config import Config, ConfigError, require
 from seqlab.files import read_text
 from seqlab.models.lm import LMConfig
+from seqlab.models.pattern import split_patterns
 from seqlab.tasks.corpus import DataConfig
 from seqlab.train.optim import OptimizerConfig
 
@@ -128,8 +129,9 @@ def parse_value(text: str) -> Any:
         pass
     if text.lower() in ("none", "null"):
         return None
-    if "," in text:
-        return [parse_value(p) for p in text.split(",")]
+    parts = split_patterns(text)   # commas inside parentheses belong to a layer's options
+    if len(parts) > 1:
+        return [parse_value(p) for p in parts]
     return text
 
 
