@@ -107,7 +107,7 @@ def test_a_pickle_in_a_run_file_runs_nothing(run, trained, tmp_path, name):
     marker = tmp_path / "PWNED"
     plant(run / name, marker)
     if name == "config.yaml":
-        with pytest.raises(CheckpointError, match="config.yaml does not hold a run config"):
+        with pytest.raises(CheckpointError, match="config.yaml is not a valid run config"):
             Trainer(bpe_run(trained / "corpus", run), resume=True, progress=False)
     else:   # not JSON lines: dropped when the resumed run repairs its metrics
         Trainer(bpe_run(trained / "corpus", run), resume=True, progress=False).fit()
