@@ -33,14 +33,14 @@ def _run_config_from_args(args: argparse.Namespace):
     out = Path(args.out) if args.out else None
     if args.resume and out is not None and (out / "config.yaml").is_file():
         data = read_run_file(out / "config.yaml")
-    if args.config:
-        data = _merge(data, read_config_file(args.config))
+    from_file = read_config_file(args.config) if args.config else {}
+    data = _merge(data, from_file)
     flags: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
     if args.layers is not None and args.layers < 1:
         raise ConfigError(f"--layers {args.layers} is not allowed: expected a positive number of "
                           "layers (the pattern of --mixers repeats to fill them)")
     if args.init:
-        _check_init_without_shape(args)
+        _check_init_without_shape(args, from_file)
     if args.mixers or args.layers:
         # One pattern syntax (seqlab/models/pattern.py) for this flag, bench's and config files.
         pattern = parse_layers(_one_pattern(args.mixers), "--mixers") if args.mixers else \
@@ -68,14 +68,12 @@ def _run_config_from_args(args: argparse.Namespace):
     return RunConfig.from_dict(data)
 
 
-def _check_init_without_shape(args: argparse.Namespace) -> None:
+def _check_init_without_shape(args: argparse.Namespace, from_file: dict) -> None:
     """--init brings its own shape: a shape asked for as well would be silently ignored."""
     given = [flag for flag, value in [("--mixers", args.mixers), ("--layers", args.layers),
                                       ("--dim", args.dim)] if value is not None]
     given += [s.split("=")[0] for s in args.set or [] if s.startswith("model.")]
-    from seqlab.train.config import read_config_file
-
-    if args.config and read_config_file(args.config).get("model"):
+    if from_file.get("model"):
         given.append(f"the model section of {args.config}")
     if given:
         raise ConfigError(f"--init {args.init} takes its shape from the pretrained model: drop "

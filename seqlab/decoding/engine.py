@@ -205,9 +205,8 @@ def as_rows(prompt: Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[li
         raise PromptError(f"prompt is a {type(prompt).__name__}; give token ids: a list of ints, "
                           "a list of such lists, or an integer tensor")
     first = prompt[0] if prompt else None
-    one_row = first is not None and not isinstance(first, (Sequence, Tensor)) or (
-        isinstance(first, Tensor) and first.dim() == 0)   # ids, not a batch of rows
-    rows = [prompt] if one_row else list(prompt)
+    nested = isinstance(first, Sequence) or (isinstance(first, Tensor) and first.dim() > 0)
+    rows = list(prompt) if (not prompt or nested) else [prompt]   # a batch, or one row of ids
     for i, row in enumerate(rows):
         if isinstance(row, Tensor) and row.dim() == 1:
             row = as_rows(row)[0]
@@ -224,13 +223,13 @@ def as_rows(prompt: Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[li
 
 def _is_id(t) -> bool:
     """An int token id (numpy and 0-d integer tensors too), not a bool."""
-    if isinstance(t, bool) or getattr(t, "dtype", None) == torch.bool:
+    if isinstance(t, bool) or "bool" in str(getattr(t, "dtype", "")):   # torch.bool, numpy bool
         return False
     if isinstance(t, Tensor):
         return t.dim() == 0 and not (t.is_floating_point() or t.is_complex())
     try:
         operator.index(t)
-        return not str(getattr(t, "dtype", "")).startswith("bool")
+        return True
     except TypeError:
         return False
 

@@ -116,10 +116,10 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if not weights.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS}")
     model = LM(cfg)
-    check_shapes(model, weights)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        check_shapes(model, weights)   # a config that disagrees is named as such, not "corrupt"
         raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt")
     if missing or unexpected:
         raise CheckpointError(

@@ -22,6 +22,7 @@ else:  # the same parser, published separately before 3.11
     import tomli as tomllib
 
 from seqlab.config import Config, ConfigError, require
+from seqlab.errors import CheckpointError
 from seqlab.files import read_text
 from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import split_patterns
@@ -103,8 +104,6 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: the file is missing, not UTF-8, not YAML or not a mapping.
     """
-    from seqlab.errors import CheckpointError
-
     path = Path(path)
     fix = "restore it, or start a fresh run with another --out"
     if not path.is_file():
