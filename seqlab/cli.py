@@ -3,6 +3,7 @@
     seqlab train [CONFIG] [--mixers attention+mamba*2 --dim 256 --layers 6 --data PATH ...]
     seqlab eval CKPT [--data PATH]
     seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
+    seqlab serve CKPT [--port 8000 --strategy lookup --draft RUN ...]
     seqlab info CKPT
     seqlab demo
     seqlab mixers
@@ -219,6 +220,17 @@ def _add_strategy_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, help=help_)
 
 
+def _strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The strategy options given as flags (generate() names those of another strategy)."""
+    options = {name: getattr(args, name) for name in _strategy_fields()
+               if getattr(args, name) is not None}
+    for name, (tp, _) in _strategy_fields().items():  # comma lists such as --branching 2,2,1
+        if name in options and any(getattr(a, "__origin__", None) is tuple
+                                   for a in getattr(tp, "__args__", (tp,))):
+            options[name] = _int_list(options[name], "--" + name.replace("_", "-"))
+    return options
+
+
 def _check_utf8(text: str, flag: str) -> None:
     """Python hands argv bytes that are not UTF-8 over as lone surrogates; name them."""
     try:
@@ -252,12 +264,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
     spec = STRATEGIES[args.strategy] if args.strategy in STRATEGIES else None
-    options = {name: getattr(args, name) for name in _strategy_fields()
-               if getattr(args, name) is not None}  # generate() names options of another strategy
-    for name, (tp, _) in _strategy_fields().items():  # comma lists such as --branching 2,2,1
-        if name in options and any(getattr(a, "__origin__", None) is tuple
-                                   for a in getattr(tp, "__args__", (tp,))):
-            options[name] = _int_list(options[name], "--" + name.replace("_", "-"))
+    options = _strategy_options(args)
     draft = None
     if args.draft:
         draft = load_for_cli(args.draft, device=str(device))[0]
@@ -291,6 +298,40 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             if key not in ("new_tokens", "wall_s", "tokens_per_s", "strategy") and value not in (0, None):
                 value = f"{value:.4g}" if isinstance(value, float) else value
                 print(f"  {key}: {value}", file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from seqlab.serve import Server, ServerConfig, create_app
+    except ImportError as e:
+        raise CLIError(f"seqlab serve needs the serve extra ({e.name} is missing): "
+                       "python -m pip install 'seqlab[serve]'") from None
+    from seqlab.decoding import STRATEGIES, check_request
+    from seqlab.train.trainer import resolve_device
+
+    if args.max_batch < 1:
+        raise CLIError(f"--max-batch {args.max_batch}: expected an int >= 1")
+    if args.batch_window_ms < 0:
+        raise CLIError(f"--batch-window-ms {args.batch_window_ms}: expected a number >= 0")
+    device = resolve_device(args.device, what="--device")
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
+    draft = load_for_cli(args.draft, device=str(device))[0] if args.draft else None
+    options = _strategy_options(args)
+    spec = STRATEGIES[args.strategy]
+    if spec.needs_draft and draft is None:
+        raise CLIError(f"--strategy {args.strategy} needs a draft model: add --draft RUN")
+    # the defaults must make a valid request on their own (greedy when they sample optionally)
+    check_request(model, [[0]], args.strategy, 1, draft=draft if spec.needs_draft else None,
+                  **options)
+    name = args.name or Path(args.checkpoint.rstrip("/")).name or "model"
+    server = Server(model, tokenizer, ServerConfig(name, args.strategy, options, args.max_tokens),
+                    draft=draft, max_rows=args.max_batch, window_s=args.batch_window_ms / 1000)
+    print(f"seqlab serve: {name} on http://{args.host}:{args.port}/v1 (strategy {args.strategy}, "
+          f"batches of up to {args.max_batch} rows); Ctrl-C stops", file=sys.stderr)
+    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -424,6 +465,30 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=["hf"], default="hf", help="hf: a transformers Llama folder")
     x.add_argument("out", help="folder to write")
     x.set_defaults(fn=_cmd_export)
+
+    v = sub.add_parser("serve", help="an OpenAI-compatible HTTP server for a model",
+                       description="Serve a model over HTTP with OpenAI's completions and chat "
+                       "endpoints (streaming included); requests that arrive together decode as "
+                       "one batch. Needs the serve extra: pip install 'seqlab[serve]'.")
+    v.add_argument("checkpoint", help="run folder, checkpoint folder, .gguf file, Hugging Face "
+                   "folder or alias (smollm2)")
+    v.add_argument("--draft", help="the draft model for the speculative and tree strategies")
+    v.add_argument("--name", help="the model id clients send (default: the checkpoint's name)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--strategy", default="sample", choices=sorted(STRATEGIES),
+                   help="default strategy (a request's seqlab.strategy overrides it); sample at "
+                   "temperature 0 is greedy")
+    v.add_argument("--max-batch", type=int, default=32, help="rows per engine call at most")
+    v.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="how long a request waits for companions to batch with")
+    v.add_argument("--max-tokens", type=int, default=512,
+                   help="budget of a chat request that sets none")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
+                                                           "debug"])
+    _add_strategy_flags(v)
+    v.set_defaults(fn=_cmd_serve)
 
     i = sub.add_parser("info", help="parameters, layer pattern and state size of a checkpoint")
     i.add_argument("checkpoint")

@@ -51,7 +51,7 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
              temperature: float | None = None, top_k: int | None = None,
              top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
              eos_id: int | None = None, stop: Sequence[Sequence[int]] = (),
-             on_token: Callable[[int, int], None] | None = None, draft=None,
+             on_token: Callable[[int, int], bool | None] | None = None, draft=None,
              **options) -> GenerateOutput:
     """Continue each prompt of a batch.
 
@@ -65,7 +65,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
             every strategy but ``sample`` (which then samples at 1.0); drafting strategies
             sample only when given a temperature; beam searches and ``greedy`` take none.
         eos_id, stop: a row ends at this id or after any of these id sequences.
-        on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming).
+        on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming);
+            a true return ends that row after this token (its own limit, a client that left).
+            Beam searches call it once a row's search is over and ignore the return.
         draft: the draft model of ``speculative`` and ``tree`` (same vocabulary).
         **options: the strategy's options, the fields of its Config (e.g. ``num_beams``,
             ``gamma``), validated there.
@@ -79,6 +81,40 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
             strategy would ignore.
         TypeError: a model that does not implement the decoding protocol.
     """
+    spec, cfg, sampling, model, draft, rows = _prepare(
+        model, prompt, strategy, max_new_tokens, temperature, top_k, top_p, min_p, seed, draft,
+        options)
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+    req = Request(rows, max_new_tokens, sampling, StopChecker(len(rows), eos_id, stop), on_token,
+                  gen, draft)
+    modules = [m for m in (model, draft) if isinstance(m, torch.nn.Module)]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            return spec.fn(model, req, cfg)
+    finally:
+        for m, t in zip(modules, was_training):
+            m.train(t)
+
+
+def check_request(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,
+                  temperature: float | None = None, top_k: int | None = None,
+                  top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
+                  draft=None, **options) -> None:
+    """Raise what ``generate`` would raise for these arguments, without decoding (a server
+    checks each request so before batching it with others)."""
+    _prepare(model, prompt, strategy, max_new_tokens, temperature, top_k, top_p, min_p, seed,
+             draft, options)
+
+
+def _prepare(model, prompt, strategy, max_new_tokens, temperature, top_k, top_p, min_p, seed,
+             draft, options):
+    """The validated pieces of a generate call: (strategy, its config, sampling, model, draft,
+    rows)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; known strategies: "
                           f"{', '.join(sorted(STRATEGIES))}")
@@ -110,23 +146,10 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
                           f"{', '.join(n for n, s in sorted(STRATEGIES.items()) if s.needs_draft)}")
     rows = as_rows(prompt)
     check_prompts(model, rows, max_new_tokens)
-    gen = None
-    if seed is not None:
-        gen = torch.Generator(device=model.device).manual_seed(seed)
-    req = Request(rows, max_new_tokens, sampling, StopChecker(len(rows), eos_id, stop), on_token,
-                  gen, draft)
-    modules = [m for m in (model, draft) if isinstance(m, torch.nn.Module)]
-    was_training = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        with torch.no_grad():
-            return spec.fn(model, req, cfg)
-    finally:
-        for m, t in zip(modules, was_training):
-            m.train(t)
+    return spec, cfg, sampling, model, draft, rows
 
 
 __all__ = ["Capabilities", "DecodeStats", "Decodable", "GenerateOutput", "PromptError",
-           "SamplingConfig", "STRATEGIES", "SAMPLING_OPTIONS", "check_decodable", "generate",
+           "SamplingConfig", "STRATEGIES", "SAMPLING_OPTIONS", "check_decodable", "check_request",
+           "generate",
            "sampling_for"]

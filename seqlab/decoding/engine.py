@@ -126,7 +126,8 @@ class Request:
         max_new_tokens: tokens to add per row at most.
         sampling: how tokens are chosen (``sampling.greedy``: argmax).
         stopper: per-row end conditions.
-        on_token: ``on_token(row, token)`` as tokens are produced (streaming), or None.
+        on_token: ``on_token(row, token)`` as tokens are produced (streaming), or None; a
+            true return ends that row after this token.
         generator: the sampler's own random generator, or None.
         draft: a draft model (strategies that take one), or None.
     """
@@ -155,8 +156,8 @@ class Rows:
     def emit(self, b: int, t: int) -> bool:
         """Append token ``t`` to row ``b``, stream it; whether the row has now finished."""
         self.out[b].append(t)
-        if self.req.on_token is not None:
-            self.req.on_token(b, t)
+        if self.req.on_token is not None and self.req.on_token(b, t):
+            self.req.stopper.done[b] = True   # the caller ended the row (a server's client left)
         self.req.stopper.update(b, self.out[b])
         return self.req.stopper.done[b] or len(self.out[b]) >= self.req.max_new_tokens
 

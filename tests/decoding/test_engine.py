@@ -25,3 +25,29 @@ def test_prefill_gives_the_last_positions_logits_and_states_that_continue_exactl
         same, _, one_call = prefill(model, [[1, 2, 3], [4, 5, 6]])
         assert one_call == 1
         torch.testing.assert_close(same, model(torch.tensor([[1, 2, 3], [4, 5, 6]]))[0][:, -1])
+
+
+def test_on_token_returning_true_ends_that_row_only():
+    """A caller (a server whose client left, a per-row budget) ends one row of a batch; the
+    other rows go on exactly as without it, for every streaming strategy."""
+    from seqlab.decoding import generate
+
+    torch.manual_seed(0)
+    model = build_lm(vocab_size=13, dim=16, layers=["attention", "gru"], mlp_hidden=32,
+                     mixer_options={"attention": {"heads": 2}}).double().eval()
+    draft = build_lm(vocab_size=13, dim=8, layers=["gru"], mlp_hidden=16).double().eval()
+    rows = [[1, 2, 3, 1, 2, 3], [4, 5, 6, 4, 5], [7, 8, 9]]
+    full = generate(model, rows, "greedy", 12).tokens
+    for strategy, kw in [("greedy", {}), ("sample", {"temperature": 0}), ("prompt-lookup", {}),
+                         ("ngram", {}), ("speculative", {"draft": draft}),
+                         ("tree", {"draft": draft})]:
+        seen = []
+
+        def stop_row_1_after_3(row, token):
+            seen.append(row)
+            return row == 1 and seen.count(1) == 3
+
+        out = generate(model, rows, strategy, 12, on_token=stop_row_1_after_3, **kw).tokens
+        assert out[1] == full[1][:3], strategy
+        assert (out[0], out[2]) == (full[0], full[2]), strategy
+        assert seen.count(1) == 3, strategy

@@ -1,0 +1,222 @@
+"""Requests that arrive together decode together: one engine call per batch.
+
+Every request becomes a ``Job`` of one or more rows (its prompts times ``n``). A
+single worker thread takes the oldest waiting job, waits a few milliseconds for
+companions, and joins every waiting job that decodes alike (same strategy, options
+and sampling settings) into one ``seqlab.decoding.generate`` call of ragged rows,
+up to ``max_rows``. Each row has its own token budget and stop strings: the engine's
+``on_token`` callback ends a row once it has its tokens, met a stop string, or its
+client went away, and the engine drops the row from the batch at once.
+
+Events go back to each job's asyncio queue on the server's event loop: ``Text`` as
+text becomes safe to show, ``End`` per row, then ``Done`` (or ``Failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from seqlab.decoding import STRATEGIES, generate
+from seqlab.serve.text import TextStops
+
+
+@dataclass(frozen=True)
+class Text:
+    row: int
+    text: str
+
+
+@dataclass(frozen=True)
+class End:
+    row: int
+    finish_reason: str      # "stop" (end token or stop string) or "length"
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Done:
+    stats: dict             # the batch's decoding figures
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What became of a job (``Batcher.finished`` keeps the latest)."""
+
+    id: int
+    cancelled: bool          # its client left before the end
+    tokens: list[int]        # tokens each row generated
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's rows and how to decode them (validated before it is submitted)."""
+
+    rows: list[list[int]]
+    max_tokens: int
+    strategy: str
+    options: dict
+    sampling: dict           # temperature, top_k, top_p, min_p, seed: those given
+    stops: list[str]
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False  # the client left: its rows end at their next token
+    id: int = field(default_factory=lambda: next(_ids))
+
+    def key(self) -> tuple:
+        """Jobs with equal keys may share an engine call."""
+        key = (self.strategy, json.dumps(self.options, sort_keys=True),
+               tuple(sorted(self.sampling.items())))
+        if self.sampling.get("seed") is not None:
+            key += (self.id,)   # a seeded request's samples must not depend on its companions
+        if self.strategy in ("beam", "diverse-beam"):
+            key += (self.max_tokens,)   # beams cannot end one row early: one budget per call
+        return key
+
+    def post(self, event) -> None:
+        """Hand ``event`` to the job's queue (called from the worker thread)."""
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Batcher:
+    """The worker thread that runs the engine for every job.
+
+    Args:
+        model, tokenizer: what the server decodes with.
+        draft: the draft model for ``speculative`` and ``tree`` (or None).
+        max_rows: rows per engine call at most.
+        window_s: how long the oldest job waits for companions.
+    """
+
+    def __init__(self, model, tokenizer, draft=None, max_rows: int = 32, window_s: float = 0.005):
+        self.model, self.tokenizer, self.draft = model, tokenizer, draft
+        self.max_rows, self.window_s = max_rows, window_s
+        self.eos_id = getattr(tokenizer, "eos_id", None)
+        self._cv = threading.Condition()
+        self._waiting: list[Job] = []
+        self._closed = False
+        self.batches = 0          # engine calls made (for /health and tests)
+        self.finished: collections.deque[Finished] = collections.deque(maxlen=256)
+        self._thread = threading.Thread(target=self._work, name="seqlab-decoder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=30)
+
+    def submit(self, job: Job) -> None:
+        with self._cv:
+            self._waiting.append(job)
+            self._cv.notify_all()
+
+    @property
+    def waiting_rows(self) -> int:
+        with self._cv:
+            return sum(len(j.rows) for j in self._waiting)
+
+    # -- the worker -------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                self._run(batch)
+            except Exception as e:   # the worker must outlive any one batch
+                for job in batch:
+                    job.post(Failed(f"decoding failed: {type(e).__name__}: {e}"))
+
+    def _take(self) -> list[Job] | None:
+        with self._cv:
+            while not self._waiting and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                return None
+            deadline = time.monotonic() + self.window_s
+            while (sum(len(j.rows) for j in self._waiting) < self.max_rows
+                   and (left := deadline - time.monotonic()) > 0 and not self._closed):
+                self._cv.wait(left)
+            self._waiting = [j for j in self._waiting if not j.cancelled]
+            if not self._waiting:
+                return []
+            key, batch, rest, rows = self._waiting[0].key(), [], [], 0
+            for job in self._waiting:
+                if job.key() == key and (not batch or rows + len(job.rows) <= self.max_rows):
+                    batch.append(job)
+                    rows += len(job.rows)
+                else:
+                    rest.append(job)
+            self._waiting = rest
+            return batch
+
+    def _run(self, batch: list[Job]) -> None:
+        owner = [(job, i) for job in batch for i in range(len(job.rows))]
+        texts = [TextStops(self.tokenizer.decode_bytes, job.stops) for job, _ in owner]
+        counts = [0] * len(owner)
+        eos = self.eos_id
+
+        def on_token(r: int, token: int) -> bool:
+            job, i = owner[r]
+            if job.cancelled:
+                return True
+            counts[r] += 1
+            if token != eos:
+                delta = texts[r].add(token)
+                if delta:
+                    job.post(Text(i, delta))
+            return texts[r].stopped or counts[r] >= job.max_tokens
+
+        first = batch[0]
+        spec = STRATEGIES[first.strategy]
+        self.batches += 1
+        out = generate(self.model, [list(r) for job in batch for r in job.rows],
+                       first.strategy, max(job.max_tokens for job in batch),
+                       draft=self.draft if spec.needs_draft else None, eos_id=eos,
+                       on_token=on_token, **first.sampling, **first.options)
+        start = 0
+        for job in batch:
+            n = len(job.rows)
+            self.finished.append(Finished(job.id, job.cancelled, counts[start:start + n]))
+            start += n
+        for r, (job, i) in enumerate(owner):
+            rest = texts[r].finish()
+            if rest:
+                job.post(Text(i, rest))
+            toks = out.tokens[r]
+            ended = texts[r].stopped or (eos is not None and toks and toks[-1] == eos)
+            reason = "length" if not ended and counts[r] >= job.max_tokens else "stop"
+            job.post(End(i, reason, counts[r]))
+        stats = _stats(out.stats, len(owner))
+        for job in batch:
+            job.post(Done(stats))
+
+
+def _stats(stats, rows: int) -> dict:
+    """What the server reports of an engine call (the ``seqlab`` field of a response)."""
+    out = {"strategy": stats.strategy, "batch_rows": rows, "new_tokens": stats.new_tokens,
+           "target_calls": stats.target_calls, "wall_s": round(stats.wall_s, 4),
+           "tokens_per_s": round(stats.tokens_per_s, 2)}
+    if stats.verify_calls:
+        out["mean_accepted"] = round(stats.mean_accepted, 3)
+        out["tokens_per_call"] = round(stats.tokens_per_call, 3)
+    return out
+
