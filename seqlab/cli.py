@@ -314,6 +314,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_batch < 1:
         raise CLIError(f"--max-batch {args.max_batch}: expected an int >= 1")
+    if args.sessions < 0:
+        raise CLIError(f"--sessions {args.sessions}: expected an int >= 0")
     if args.batch_window_ms < 0:
         raise CLIError(f"--batch-window-ms {args.batch_window_ms}: expected a number >= 0")
     device = resolve_device(args.device, what="--device")
@@ -328,7 +330,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   **options)
     name = args.name or Path(args.checkpoint.rstrip("/")).name or "model"
     server = Server(model, tokenizer, ServerConfig(name, args.strategy, options, args.max_tokens),
-                    draft=draft, max_rows=args.max_batch, window_s=args.batch_window_ms / 1000)
+                    draft=draft, max_rows=args.max_batch, window_s=args.batch_window_ms / 1000,
+                    sessions=args.sessions)
     print(f"seqlab serve: {name} on http://{args.host}:{args.port}/v1 (strategy {args.strategy}, "
           f"batches of up to {args.max_batch} rows); Ctrl-C stops", file=sys.stderr)
     uvicorn.run(create_app(server), host=args.host, port=args.port, log_level=args.log_level)
@@ -482,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-batch", type=int, default=32, help="rows per engine call at most")
     v.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long a request waits for companions to batch with")
+    v.add_argument("--sessions", type=int, default=64, help="decode states kept for clients "
+                   "that name a session (least recently used evicted first)")
     v.add_argument("--max-tokens", type=int, default=512,
                    help="budget of a chat request that sets none")
     v.add_argument("--device", default="auto")

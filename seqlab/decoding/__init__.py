@@ -52,7 +52,7 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
              top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
              eos_id: int | None = None, stop: Sequence[Sequence[int]] = (),
              on_token: Callable[[int, int], bool | None] | None = None, draft=None,
-             **options) -> GenerateOutput:
+             cached: Sequence | None = None, **options) -> GenerateOutput:
     """Continue each prompt of a batch.
 
     Args:
@@ -69,6 +69,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
             a true return ends that row after this token (its own limit, a client that left).
             Beam searches call it once a row's search is over and ignore the return.
         draft: the draft model of ``speculative`` and ``tree`` (same vocabulary).
+        cached: per row None or ``(n, state)``: the row's first ``n`` tokens already ran
+            into ``state`` (a one-row state of ``model``, e.g. kept from an earlier call), so
+            only the rest of the prompt runs; a draft model still reads the whole row.
         **options: the strategy's options, the fields of its Config (e.g. ``num_beams``,
             ``gamma``), validated there.
 
@@ -88,7 +91,7 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     if seed is not None:
         gen = torch.Generator(device=model.device).manual_seed(seed)
     req = Request(rows, max_new_tokens, sampling, StopChecker(len(rows), eos_id, stop), on_token,
-                  gen, draft)
+                  gen, draft, _check_cached(cached, rows))
     modules = [m for m in (model, draft) if isinstance(m, torch.nn.Module)]
     was_training = [m.training for m in modules]
     for m in modules:
@@ -99,6 +102,27 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
     finally:
         for m, t in zip(modules, was_training):
             m.train(t)
+
+
+def _check_cached(cached, rows: list[list[int]]) -> list | None:
+    if cached is None:
+        return None
+    cached = list(cached)
+    if len(cached) != len(rows):
+        raise ConfigError(f"cached has {len(cached)} entries for {len(rows)} prompts; give one "
+                          "per prompt (None where nothing is cached)")
+    for b, c in enumerate(cached):
+        if c is None:
+            continue
+        n, state = c
+        if not 0 < n < len(rows[b]):
+            raise PromptError(f"cached[{b}] holds {n} tokens of a prompt of {len(rows[b])}; at "
+                              "least the prompt's last token must run (keep the state of all "
+                              "but the last token)")
+        if getattr(state, "batch_size", 1) != 1:
+            raise ConfigError(f"cached[{b}] is a state of {state.batch_size} rows; give each "
+                              "prompt its own one-row state")
+    return cached
 
 
 def check_request(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, *,

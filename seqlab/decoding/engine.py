@@ -130,15 +130,18 @@ class Request:
             true return ends that row after this token.
         generator: the sampler's own random generator, or None.
         draft: a draft model (strategies that take one), or None.
+        cached: per row None or ``(n, state)``: the row's first n tokens are already in this
+            one-row state of the model (see ``prefill``); None: every row runs in full.
     """
 
     rows: list[list[int]]
     max_new_tokens: int
     sampling: SamplingConfig
     stopper: StopChecker
-    on_token: Callable[[int, int], None] | None = None
+    on_token: Callable[[int, int], bool | None] | None = None
     generator: torch.Generator | None = None
     draft: object | None = None
+    cached: list | None = None
 
 
 class Rows:
@@ -261,9 +264,22 @@ def check_prompts(model, rows: list[list[int]], max_new_tokens: int) -> None:
                 f"model's maximum length of {limit} tokens; {fix}")
 
 
-def prefill(model, rows: list[list[int]]) -> tuple[Tensor, State, int]:
-    """Run the prompts; returns last-position logits (B, V), the joined state, model calls."""
+def prefill(model, rows: list[list[int]], cached: Sequence | None = None
+            ) -> tuple[Tensor, State, int]:
+    """Run the prompts; returns last-position logits (B, V), the joined state, model calls.
+
+    ``cached[b]``, when given and not None, is ``(n, state)``: the first ``n`` tokens of
+    row b already ran into ``state`` (one row), so only the rest of the row runs.
+    """
     device = model.device
+    if cached is not None and any(c is not None for c in cached):
+        outs, states = [], []
+        for r, c in zip(rows, cached):
+            n, start = c if c is not None else (0, None)
+            logits, s = model(torch.tensor([r[n:]], device=device), start, last_only=True)
+            outs.append(logits)
+            states.append(s)
+        return torch.cat(outs), type(states[0]).cat(states), len(rows)
     if len({len(r) for r in rows}) == 1:
         logits, state = model(torch.tensor(rows, device=device), last_only=True)
         return logits, state, 1

@@ -81,7 +81,7 @@ def draft_and_verify(model, req: Request, proposer: Proposer, stats: DecodeStats
     if req.max_new_tokens == 0:
         proposer.finish(stats)
         return rows.finish(stats, elapsed)
-    logits, state, calls = prefill(model, req.rows)
+    logits, state, calls = prefill(model, req.rows, req.cached)
     stats.target_calls += calls
     # The first token comes from the prefill's logits, exactly as plain decoding draws it.
     first = choose(logits, req.sampling, req.generator).tolist()

@@ -26,6 +26,7 @@ from seqlab.config import ConfigError
 from seqlab.decoding import STRATEGIES, PromptError, check_request
 from seqlab.serve.batcher import Batcher, Done, End, Failed, Job, Text
 from seqlab.serve.schema import ChatRequest, CompletionRequest
+from seqlab.serve.sessions import Sessions
 
 
 class APIError(Exception):
@@ -64,9 +65,11 @@ class Server:
     """The model, its tokenizer, the batcher and the request logic behind the endpoints."""
 
     def __init__(self, model, tokenizer, cfg: ServerConfig, draft=None, max_rows: int = 32,
-                 window_s: float = 0.005):
+                 window_s: float = 0.005, sessions: int = 64):
         self.model, self.tokenizer, self.cfg, self.draft = model, tokenizer, cfg, draft
-        self.batcher = Batcher(model, tokenizer, draft, max_rows=max_rows, window_s=window_s)
+        self.sessions = Sessions(sessions)
+        self.batcher = Batcher(model, tokenizer, draft, max_rows=max_rows, window_s=window_s,
+                               sessions=self.sessions)
         self.created = int(time.time())
 
     # -- turning a request into a job ---------------------------------------------------
@@ -116,8 +119,14 @@ class Server:
                                     "was started without one (seqlab serve MODEL --draft DRAFT)",
                                param="seqlab.strategy") from None
             raise APIError(400, str(e), param="seqlab") from None
+        cached = None
+        if ext.session is not None:
+            if len(rows) != 1:
+                raise APIError(400, "a session holds one conversation: send one prompt with n = 1",
+                               param="seqlab.session")
+            cached = self.sessions.cached(ext.session, rows[0])
         return Job(rows, budget, strategy, options, sampling, body.stops,
-                   asyncio.get_running_loop())
+                   asyncio.get_running_loop(), session=ext.session, cached=cached)
 
     def completion_prompts(self, body: CompletionRequest) -> tuple[list[list[int]], list[str] | None]:
         """Token ids of each prompt of a completion request, and their text (None when the
@@ -204,7 +213,8 @@ def create_app(server: Server) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": server.cfg.name, "waiting_rows": server.batcher.waiting_rows,
-                "batches": server.batcher.batches}
+                "batches": server.batcher.batches, "sessions": len(server.sessions),
+                "session_bytes": server.sessions.nbytes()}
 
     @app.get("/v1/models")
     async def models():

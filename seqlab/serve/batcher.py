@@ -22,7 +22,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from seqlab.decoding import STRATEGIES, generate
+from seqlab.serve.sessions import Sessions
 from seqlab.serve.text import TextStops
 
 
@@ -74,6 +77,8 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False  # the client left: its rows end at their next token
+    session: str | None = None           # keep the state after this one-row job under this id
+    cached: tuple | None = None          # (n, state): the row's first n tokens already ran
     id: int = field(default_factory=lambda: next(_ids))
 
     def key(self) -> tuple:
@@ -101,8 +106,10 @@ class Batcher:
         window_s: how long the oldest job waits for companions.
     """
 
-    def __init__(self, model, tokenizer, draft=None, max_rows: int = 32, window_s: float = 0.005):
+    def __init__(self, model, tokenizer, draft=None, max_rows: int = 32, window_s: float = 0.005,
+                 sessions: Sessions | None = None):
         self.model, self.tokenizer, self.draft = model, tokenizer, draft
+        self.sessions = sessions if sessions is not None else Sessions()
         self.max_rows, self.window_s = max_rows, window_s
         self.eos_id = getattr(tokenizer, "eos_id", None)
         self._cv = threading.Condition()
@@ -188,10 +195,12 @@ class Batcher:
         first = batch[0]
         spec = STRATEGIES[first.strategy]
         self.batches += 1
+        cached = [job.cached if job.cached else None for job, _ in owner]
         out = generate(self.model, [list(r) for job in batch for r in job.rows],
                        first.strategy, max(job.max_tokens for job in batch),
                        draft=self.draft if spec.needs_draft else None, eos_id=eos,
-                       on_token=on_token, **first.sampling, **first.options)
+                       on_token=on_token, cached=cached if any(cached) else None,
+                       **first.sampling, **first.options)
         start = 0
         for job in batch:
             n = len(job.rows)
@@ -206,8 +215,19 @@ class Batcher:
             reason = "length" if not ended and counts[r] >= job.max_tokens else "stop"
             job.post(End(i, reason, counts[r]))
         stats = _stats(out.stats, len(owner))
-        for job in batch:
-            job.post(Done(stats))
+        for r, (job, _) in enumerate(owner):
+            if job.session is not None and not job.cancelled:
+                self._keep(job, out.tokens[r])
+            job.post(Done({**stats, "cached_tokens": job.cached[0] if job.cached else 0}))
+
+    def _keep(self, job: Job, answer: list[int]) -> None:
+        """Store the state after the job's prompt and answer for the session's next request."""
+        tokens = job.rows[0] + list(answer)
+        n, state = job.cached or (0, None)
+        with torch.no_grad():
+            _, state = self.model(torch.tensor([tokens[n:]], device=self.model.device), state,
+                                  last_only=True)
+        self.sessions.keep(job.session, tokens, state)
 
 
 def _stats(stats, rows: int) -> dict:

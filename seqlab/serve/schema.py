@@ -30,6 +30,9 @@ class SeqlabOptions(_Strict):
                                     description="the strategy's options, e.g. {'num_beams': 4}")
     top_k: int | None = None
     min_p: float | None = None
+    session: str | None = Field(None, min_length=1, max_length=200,
+                                description="keep the decode state for this session's next "
+                                            "request (see seqlab.serve.sessions)")
 
 
 class StreamOptions(_Strict):

@@ -51,3 +51,27 @@ def test_on_token_returning_true_ends_that_row_only():
         assert out[1] == full[1][:3], strategy
         assert (out[0], out[2]) == (full[0], full[2]), strategy
         assert seen.count(1) == 3, strategy
+
+
+def test_cached_prefix_states_decode_as_the_full_prompt():
+    """A row whose first n tokens are already in a kept state decodes as if run in full."""
+    import pytest
+
+    from seqlab.decoding import PromptError, generate
+
+    torch.manual_seed(1)
+    model = build_lm(vocab_size=13, dim=16, layers=["attention", "gru"], mlp_hidden=32,
+                     mixer_options={"attention": {"heads": 2}}).double().eval()
+    draft = build_lm(vocab_size=13, dim=8, layers=["gru"], mlp_hidden=16).double().eval()
+    rows = [[1, 2, 3, 1, 2, 3, 4], [4, 5, 6, 4, 5], [7, 8, 9, 10]]
+    with torch.no_grad():
+        kept = model(torch.tensor([rows[0][:5]]))[1]
+        kept2 = model(torch.tensor([rows[2][:1]]))[1]
+    cached = [(5, kept), None, (1, kept2)]
+    for strategy, kw in [("greedy", {}), ("beam", {"num_beams": 3}), ("prompt-lookup", {}),
+                         ("speculative", {"draft": draft})]:
+        full = generate(model, rows, strategy, 10, **kw)
+        part = generate(model, rows, strategy, 10, cached=cached, **kw)
+        assert part.tokens == full.tokens, strategy
+    with pytest.raises(PromptError, match="at least the prompt's last token"):
+        generate(model, rows, "greedy", 4, cached=[(7, kept), None, None])

@@ -292,3 +292,36 @@ def test_a_client_that_leaves_frees_its_row(running, client):
     assert batcher.finished[-1].tokens[0] < 400
     r = client.completions.create(model=NAME, prompt="ok", max_tokens=3, temperature=0)
     assert r.usage.completion_tokens == 3
+
+
+# -- sessions -----------------------------------------------------------------------------
+def test_a_session_continues_from_its_kept_state(tok):
+    """Turn 2 of a session runs only its new tokens and answers as a stateless request does;
+    the oldest session is evicted past the limit."""
+    torch.manual_seed(3)
+    m = printable(build_lm(vocab_size=tok.vocab_size, dim=32, layers="gru+attention",
+                           mixer_options={"attention": {"heads": 2}})).double().eval()
+    r = Running(Server(m, tok, ServerConfig(NAME), sessions=2))
+    try:
+        c = r.client()
+
+        def ask(prompt, session=None):
+            extra = {"seqlab": {"session": session}} if session else {}
+            return c.completions.create(model=NAME, prompt=prompt, max_tokens=12, temperature=0,
+                                        extra_body=extra)
+
+        one = ask("def first(", "s1")
+        assert one.model_extra["seqlab"]["cached_tokens"] == 0
+        turn2 = "def first(" + one.choices[0].text + "\ndef second("
+        two = ask(turn2, "s1")
+        assert two.model_extra["seqlab"]["cached_tokens"] == len(tok.encode("def first(")) + 12
+        assert two.choices[0].text == ask(turn2).choices[0].text == direct(m, tok, tok.encode(turn2), 12)
+        ask("x = 1", "s2")
+        ask("y = 2", "s3")                     # s1 is now the least recently used: evicted
+        again = ask(turn2 + two.choices[0].text + "\n", "s1")
+        assert again.model_extra["seqlab"]["cached_tokens"] == 0
+        assert get(r, "/health")[1]["sessions"] == 2
+        with pytest.raises(openai.BadRequestError, match="one prompt with n = 1"):
+            c.completions.create(model=NAME, prompt="a", n=2, extra_body={"seqlab": {"session": "s"}})
+    finally:
+        r.stop()

@@ -231,7 +231,7 @@ def _search(model, req: Request, num_beams: int, num_groups: int, diversity_pena
         return [[{"tokens": [], "score": 0.0, "group": 0}] for _ in req.rows]
     search = _Search(req, num_beams, num_groups, diversity_penalty, length_penalty)
     G, K = search.G, search.K
-    logits, state, stats.target_calls = prefill(model, req.rows)
+    logits, state, stats.target_calls = prefill(model, req.rows, req.cached)
     stats.prefill_s = elapsed()
     device = logits.device
     expand = torch.arange(B, device=device).repeat_interleave(G * K)

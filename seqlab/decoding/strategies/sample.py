@@ -24,7 +24,7 @@ def _decode(model, req: Request, name: str) -> GenerateOutput:
     rows = Rows(req)
     if req.max_new_tokens == 0:
         return rows.finish(stats, elapsed)
-    logits, state, stats.target_calls = prefill(model, req.rows)
+    logits, state, stats.target_calls = prefill(model, req.rows, req.cached)
     stats.prefill_s = elapsed()
     while True:
         nxt = choose(logits, req.sampling, req.generator)
