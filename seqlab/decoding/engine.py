@@ -21,6 +21,9 @@ from seqlab.decoding.sampling import SamplingConfig
 from seqlab.state import State
 
 
+TREES_KEPT = 32   # draft trees a tree strategy records in DecodeStats.trees
+
+
 class PromptError(ValueError):
     """A prompt the model cannot take (empty, too long, or out of vocabulary)."""
 
@@ -43,6 +46,10 @@ class DecodeStats:
         prefill_s, wall_s: seconds in the prefill, and in all.
         explored: tokens the adaptive n-gram drafter proposed by exploration (ngram only).
         nbest, scores: beam searches' hypotheses per row and the best one's score.
+        trees: tree strategies: the first row's draft tree in each of the first
+            ``TREES_KEPT`` rounds, ``{"root": token, "nodes": [[depth, index, parent,
+            token], ...], "accepted": [[depth, index], ...]}`` (parent indexes the level
+            above; depth 0 hangs from the root).
     """
 
     strategy: str
@@ -60,6 +67,7 @@ class DecodeStats:
     explored: int | None = None
     nbest: list | None = None
     scores: list[float] | None = None
+    trees: list[dict] | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -81,9 +89,10 @@ class DecodeStats:
         return self.accepted_tokens / max(n, 1)
 
     def summary(self) -> dict:
-        """Every figure as plain data (fields and the derived rates), ``accepted`` left out."""
+        """Every figure as plain data (fields and the derived rates), ``accepted`` and
+        ``trees`` left out."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "accepted" and getattr(self, f.name) is not None}
+               if f.name not in ("accepted", "trees") and getattr(self, f.name) is not None}
         for name in ("tokens_per_s", "tokens_per_call", "accepted_tokens", "mean_accepted"):
             out[name] = getattr(self, name)
         return out

@@ -140,3 +140,27 @@ def test_errors():
         generate(m, [[1]], "tree", 4, draft=m, beam_width=2)
     with pytest.raises(ConfigError, match="pass depth only with beam_width"):
         generate(m, [[1]], "tree", 4, draft=m, depth=2)
+
+
+def test_recorded_trees_match_the_emitted_tokens():
+    """stats.trees holds row 0's tree per round: each accepted path is a parent-linked
+    chain of its nodes, and root + accepted tokens + the next round's root spell the output."""
+    m = model_of(PATTERNS["attention"])
+    d = model_of(DRAFTS["attention"], seed=1)
+    out = generate(m, PROMPTS[:1], "tree", max_new_tokens=20, temperature=0, draft=d,
+                   branching=(2, 2, 1))
+    trees = out.stats.trees
+    assert len(trees) == out.stats.verify_calls
+    spelled = []
+    for t in trees:
+        node = {(dd, j): (parent, tok) for dd, j, parent, tok in t["nodes"]}
+        assert {dd for dd, *_ in t["nodes"]} <= {0, 1, 2}
+        spelled.append(t["root"])
+        for k, (dd, j) in enumerate(t["accepted"]):
+            assert dd == k
+            parent, tok = node[(dd, j)]
+            if k:
+                assert parent == t["accepted"][k - 1][1]
+            spelled.append(tok)
+    assert spelled == out.tokens[0][:len(spelled)]
+    assert sum(len(t["accepted"]) for t in trees) == out.stats.accepted_tokens

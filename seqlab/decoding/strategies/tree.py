@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from seqlab.config import Config, ConfigError, option
-from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, combine, groups, prefill
+from seqlab.decoding.engine import (TREES_KEPT, DecodeStats, GenerateOutput, Request, combine, groups,
+                                    prefill)
 from seqlab.decoding.loop import Verdict, draft_and_verify
 from seqlab.decoding.sampling import SamplingConfig, probabilities
 from seqlab.decoding.strategies import register
@@ -133,9 +134,17 @@ def tree(model, req: Request, cfg: TreeConfig) -> GenerateOutput:
                           "(every layer attention without a window); leave it unset to verify "
                           "branches as batch rows")
     tree_attention = supported if cfg.tree_attention is None else cfg.tree_attention
-    stats = DecodeStats(strategy="tree", options={**cfg.to_dict(), "tree_attention": tree_attention})
+    stats = DecodeStats(strategy="tree", options={**cfg.to_dict(), "tree_attention": tree_attention},
+                        trees=[])
     proposer = TreeProposer(model, req.draft, req, cfg, tree_attention, stats)
     return draft_and_verify(model, req, proposer, stats)
+
+
+def _first_row_tree(last: Tensor, levels: list[Level], path) -> dict:
+    """Row 0's tree of a round as plain data (see ``DecodeStats.trees``)."""
+    nodes = [[d, j, int(lv.parent[0, j]), int(lv.tokens[0, j])]
+             for d, lv in enumerate(levels) for j in range(lv.tokens.shape[1]) if lv.valid[0, j]]
+    return {"root": int(last[0]), "nodes": nodes, "accepted": [[d, j] for d, j in path]}
 
 
 @dataclass
@@ -205,6 +214,8 @@ class TreeProposer:
             tree.accepted.append(path)
             tokens.append([tok_l[d][r][j] for d, j in path] + [token])
         tree.tok_l = tok_l
+        if len(stats.trees) < TREES_KEPT:
+            stats.trees.append(_first_row_tree(last, levels, tree.accepted[0]))
 
         def rolled_back():
             if self.tree_attention:
