@@ -55,7 +55,7 @@ class KVBuffer:
         self.k, self.v = k, v
         self.written = list(written)
         self.version = [0] * len(self.written)
-        self.rewrites: list[list[tuple[int, int]]] = [[] for _ in self.written]
+        self.rewrites: dict[int, list[tuple[int, int]]] = {}   # row -> (version, start), rare
 
     @property
     def capacity(self) -> int:
@@ -63,8 +63,9 @@ class KVBuffer:
 
     def stale_row(self, lengths: Sequence[int], versions: Sequence[int]) -> int | None:
         """The first row whose entries below ``lengths`` were rewritten after ``versions``."""
-        for b, (n, ver) in enumerate(zip(lengths, versions)):
-            for at, start in reversed(self.rewrites[b]):
+        for b, marks in sorted(self.rewrites.items()):
+            n, ver = lengths[b], versions[b]
+            for at, start in reversed(marks):
                 if at <= ver:
                     break
                 if start < n:
@@ -83,7 +84,7 @@ class KVBuffer:
                 continue
             self.version[b] += 1
             if s0 < self.written[b]:
-                self.rewrites[b].append((self.version[b], s0))
+                self.rewrites.setdefault(b, []).append((self.version[b], s0))
             self.written[b] = max(self.written[b], e)
         return tuple(self.version)
 

@@ -143,66 +143,62 @@ class _Search:
                       torch.zeros(A, G, K, dtype=torch.long, device=device),
                       torch.zeros(A, G, dtype=torch.bool, device=device))
 
-    def add_to_pool(self, bs: _Beams, g: int, sel: Tensor, true: Tensor, seqs: Tensor,
-                    ok: Tensor) -> None:
-        """Merge hypotheses (A, N) that ``ok`` marks into group g's pool, keeping the K best
-        (a stable sort: ties keep the pool's older entries first, then rank order)."""
+    def add_to_pool(self, bs: _Beams, sel: Tensor, true: Tensor, seqs: Tensor, ok: Tensor) -> None:
+        """Merge hypotheses (A, G, N) that ``ok`` marks into their group's pool, keeping the K
+        best (a stable sort: ties keep the pool's older entries first, then rank order)."""
         t = seqs.shape[-1]
-        cand_sel = torch.cat([bs.pool_sel[:, g], sel.masked_fill(~ok, _NEG)], 1)
-        cand_true = torch.cat([bs.pool_true[:, g], true], 1)
+        cand_sel = torch.cat([bs.pool_sel, sel.masked_fill(~ok, _NEG)], 2)
+        cand_true = torch.cat([bs.pool_true, true], 2)
         padded = torch.nn.functional.pad(seqs, (0, self.T - t))
-        cand_tok = torch.cat([bs.pool_tokens[:, g], padded], 1)
-        cand_len = torch.cat([bs.pool_len[:, g], torch.full_like(sel, t, dtype=torch.long)], 1)
-        order = cand_sel.sort(dim=1, descending=True, stable=True).indices[:, :self.K]
-        bs.pool_sel[:, g] = cand_sel.gather(1, order)
-        bs.pool_true[:, g] = cand_true.gather(1, order)
-        bs.pool_len[:, g] = cand_len.gather(1, order)
-        bs.pool_tokens[:, g] = cand_tok.gather(1, order[..., None].expand(-1, -1, self.T))
+        cand_tok = torch.cat([bs.pool_tokens, padded], 2)
+        cand_len = torch.cat([bs.pool_len, torch.full_like(sel, t, dtype=torch.long)], 2)
+        order = cand_sel.sort(dim=2, descending=True, stable=True).indices[..., :self.K]
+        bs.pool_sel = cand_sel.gather(2, order)
+        bs.pool_true = cand_true.gather(2, order)
+        bs.pool_len = cand_len.gather(2, order)
+        bs.pool_tokens = cand_tok.gather(2, order[..., None].expand(-1, -1, -1, self.T))
 
     def step(self, bs: _Beams, logp: Tensor, cur_len: int) -> tuple[_Beams, Tensor, Tensor]:
         """One step for every group in turn. ``logp (A, G, K, V)``; returns the new beams,
         each new beam's source beam (A, G*K) within its row's block and its token (A, G*K)."""
         A, G, K, V = logp.shape
         device = logp.device
-        counts = torch.zeros(A, V, dtype=logp.dtype, device=device)
+        counts = torch.zeros(A, V, dtype=logp.dtype, device=device) if self.penalty else None
         rank = torch.arange(min(2 * K, K * V), device=device)
+        same = torch.arange(K, device=device).expand(A, K)
+        live_groups = ~bs.done
         srcs, nxts, new_tokens, new_sel, new_true = [], [], [], [], []
+        ended_sel, ended_true, ended_seqs, ended_ok = [], [], [], []
         for g in range(G):
             lp = logp[:, g]
-            pen = lp - self.penalty * counts[:, None, :] if self.penalty and g else lp
+            pen = lp - self.penalty * counts[:, None, :] if counts is not None and g else lp
             cand = (bs.sel[:, g, :, None] + pen).view(A, K * V)
             vals, idx = cand.topk(rank.numel(), dim=-1)
             beam, tok = idx // V, idx % V
             true = bs.true[:, g].gather(1, beam) + lp.reshape(A, K * V).gather(1, idx)
             prev = bs.tokens[:, g].gather(1, beam[..., None].expand(-1, -1, bs.tokens.shape[-1]))
             ends = self.ends(prev, tok)
-            live_group = ~bs.done[:, g, None]
-            finite = vals > _NEG
+            live_group = live_groups[:, g, None]
             seqs = torch.cat([prev, tok[..., None]], -1)
-            self.add_to_pool(bs, g, self.norm(vals, cur_len), self.norm(true, cur_len), seqs,
-                             ends & finite & (rank < K) & live_group)
+            # hypotheses that end here go to the pool (merged for all groups after the loop)
+            ended_sel.append(vals)
+            ended_true.append(true)
+            ended_seqs.append(seqs)
+            ended_ok.append(ends & (vals > _NEG) & (rank < K) & live_group)
             # the first K candidates that do not end become the beams (dead ones pad)
             live = ~ends
             chosen = live & (live.long().cumsum(1) <= K)
             pick = torch.where(chosen, rank, rank + rank.numel()).sort(dim=1).indices[:, :K]
-            valid = chosen.gather(1, pick)
-            g_sel = torch.where(valid, vals.gather(1, pick), _NEG)
-            g_true = torch.where(valid, true.gather(1, pick), _NEG)
-            g_beam = torch.where(valid, beam.gather(1, pick), 0)
+            valid = chosen.gather(1, pick) & live_group
+            # a finished group keeps its beams as they are (they are ignored)
+            g_sel = torch.where(valid, vals.gather(1, pick), torch.where(live_group, _NEG, bs.sel[:, g]))
+            g_true = torch.where(valid, true.gather(1, pick),
+                                 torch.where(live_group, _NEG, bs.true[:, g]))
+            g_beam = torch.where(valid, beam.gather(1, pick), torch.where(live_group, 0, same))
             g_tok = torch.where(valid, tok.gather(1, pick), 0)
             g_seq = seqs.gather(1, pick[..., None].expand(-1, -1, seqs.shape[-1]))
-            # a finished group keeps its beams as they are (they are ignored)
-            same = torch.arange(K, device=device).expand(A, K)
-            g_beam = torch.where(live_group, g_beam, same)
-            g_tok = torch.where(live_group, g_tok, 0)
-            g_sel = torch.where(live_group, g_sel, bs.sel[:, g])
-            g_true = torch.where(live_group, g_true, bs.true[:, g])
-            counts.scatter_add_(1, g_tok, ((g_sel > _NEG) & live_group).to(counts.dtype))
-            # done: the pool is full and no live beam can still beat its worst entry
-            best = g_sel.max(1).values
-            bound = self.norm(best, self.T if self.lp > 0 else cur_len)
-            full = (bs.pool_sel[:, g] > _NEG).all(1)
-            bs.done[:, g] |= full & (bound <= bs.pool_sel[:, g, -1])
+            if counts is not None:
+                counts.scatter_add_(1, g_tok, (g_sel > _NEG).to(counts.dtype) * live_group)
             srcs.append(g * K + g_beam)
             nxts.append(g_tok)
             new_tokens.append(g_seq)
@@ -210,14 +206,21 @@ class _Search:
             new_true.append(g_true)
         bs.tokens = torch.stack(new_tokens, 1)
         bs.sel, bs.true = torch.stack(new_sel, 1), torch.stack(new_true, 1)
+        ok = torch.stack(ended_ok, 1)
+        if self.eos is not None or self.stops:   # nothing can end otherwise
+            self.add_to_pool(bs, self.norm(torch.stack(ended_sel, 1), cur_len),
+                             self.norm(torch.stack(ended_true, 1), cur_len),
+                             torch.stack(ended_seqs, 1), ok)
+        # done: the pool is full and no live beam can still beat its worst entry
+        bound = self.norm(bs.sel.max(2).values, self.T if self.lp > 0 else cur_len)
+        full = (bs.pool_sel > _NEG).all(2)
+        bs.done |= full & (bound <= bs.pool_sel[..., -1])
         return bs, torch.cat(srcs, 1), torch.cat(nxts, 1)
 
     def close(self, bs: _Beams, cur_len: int) -> None:
         """The budget is spent: every live beam of an unfinished group joins its pool."""
-        for g in range(self.G):
-            ok = (bs.sel[:, g] > _NEG) & ~bs.done[:, g, None]
-            self.add_to_pool(bs, g, self.norm(bs.sel[:, g], cur_len),
-                             self.norm(bs.true[:, g], cur_len), bs.tokens[:, g], ok)
+        ok = (bs.sel > _NEG) & ~bs.done[..., None]
+        self.add_to_pool(bs, self.norm(bs.sel, cur_len), self.norm(bs.true, cur_len), bs.tokens, ok)
         bs.done[:] = True
 
 
