@@ -160,43 +160,56 @@ class _Search:
 
     def step(self, bs: _Beams, logp: Tensor, cur_len: int) -> tuple[_Beams, Tensor, Tensor]:
         """One step for every group in turn. ``logp (A, G, K, V)``; returns the new beams,
-        each new beam's source beam (A, G*K) within its row's block and its token (A, G*K)."""
+        each new beam's source beam (A, G*K) within its row's block and its token (A, G*K).
+
+        When none of a group's K best candidates ends a hypothesis (most steps), they are
+        the new beams as they stand. Ending candidates need the general selection; without an
+        end token or stop sequence none can end, and on the CPU, where reading a flag costs
+        no device sync, a step checks whether any did (per-step overhead is what a CPU
+        beam search pays for; on a GPU the general selection runs sync-free).
+        """
         A, G, K, V = logp.shape
         device = logp.device
+        can_end = self.eos is not None or bool(self.stops)
+        check = device.type == "cpu"
         counts = torch.zeros(A, V, dtype=logp.dtype, device=device) if self.penalty else None
-        rank = torch.arange(min(2 * K, K * V), device=device)
+        n_cand = min(2 * K, K * V) if can_end else K
+        rank = torch.arange(n_cand, device=device)
         same = torch.arange(K, device=device).expand(A, K)
         live_groups = ~bs.done
         srcs, nxts, new_tokens, new_sel, new_true = [], [], [], [], []
-        ended_sel, ended_true, ended_seqs, ended_ok = [], [], [], []
+        pooled = []   # (group, selection score, true score, sequences, which end) per group
         for g in range(G):
             lp = logp[:, g]
             pen = lp - self.penalty * counts[:, None, :] if counts is not None and g else lp
-            cand = (bs.sel[:, g, :, None] + pen).view(A, K * V)
-            vals, idx = cand.topk(rank.numel(), dim=-1)
+            vals, idx = (bs.sel[:, g, :, None] + pen).view(A, K * V).topk(n_cand, dim=-1)
             beam, tok = idx // V, idx % V
             true = bs.true[:, g].gather(1, beam) + lp.reshape(A, K * V).gather(1, idx)
             prev = bs.tokens[:, g].gather(1, beam[..., None].expand(-1, -1, bs.tokens.shape[-1]))
-            ends = self.ends(prev, tok)
-            live_group = live_groups[:, g, None]
             seqs = torch.cat([prev, tok[..., None]], -1)
-            # hypotheses that end here go to the pool (merged for all groups after the loop)
-            ended_sel.append(vals)
-            ended_true.append(true)
-            ended_seqs.append(seqs)
-            ended_ok.append(ends & (vals > _NEG) & (rank < K) & live_group)
-            # the first K candidates that do not end become the beams (dead ones pad)
-            live = ~ends
-            chosen = live & (live.long().cumsum(1) <= K)
-            pick = torch.where(chosen, rank, rank + rank.numel()).sort(dim=1).indices[:, :K]
-            valid = chosen.gather(1, pick) & live_group
+            live_group = live_groups[:, g, None]
+            ends = self.ends(prev, tok) if can_end else None
+            if ends is None or (check and not bool(ends[:, :K].any())):
+                # the K best go on as they are
+                pick_vals, pick_true, pick_beam, pick_tok = vals[:, :K], true[:, :K], beam[:, :K], tok[:, :K]
+                g_seq = seqs[:, :K]
+                valid = live_group
+            else:
+                # hypotheses that end go to the pool (merged for all groups after the loop)
+                pooled.append((g, vals, true, seqs, ends & (vals > _NEG) & (rank < K) & live_group))
+                # the first K candidates that do not end become the beams (dead ones pad)
+                live = ~ends
+                chosen = live & (live.long().cumsum(1) <= K)
+                pick = torch.where(chosen, rank, rank + n_cand).sort(dim=1).indices[:, :K]
+                valid = chosen.gather(1, pick) & live_group
+                pick_vals, pick_true = vals.gather(1, pick), true.gather(1, pick)
+                pick_beam, pick_tok = beam.gather(1, pick), tok.gather(1, pick)
+                g_seq = seqs.gather(1, pick[..., None].expand(-1, -1, seqs.shape[-1]))
             # a finished group keeps its beams as they are (they are ignored)
-            g_sel = torch.where(valid, vals.gather(1, pick), torch.where(live_group, _NEG, bs.sel[:, g]))
-            g_true = torch.where(valid, true.gather(1, pick),
-                                 torch.where(live_group, _NEG, bs.true[:, g]))
-            g_beam = torch.where(valid, beam.gather(1, pick), torch.where(live_group, 0, same))
-            g_tok = torch.where(valid, tok.gather(1, pick), 0)
-            g_seq = seqs.gather(1, pick[..., None].expand(-1, -1, seqs.shape[-1]))
+            g_sel = torch.where(valid, pick_vals, torch.where(live_group, _NEG, bs.sel[:, g]))
+            g_true = torch.where(valid, pick_true, torch.where(live_group, _NEG, bs.true[:, g]))
+            g_beam = torch.where(valid, pick_beam, torch.where(live_group, 0, same))
+            g_tok = torch.where(valid, pick_tok, 0)
             if counts is not None:
                 counts.scatter_add_(1, g_tok, (g_sel > _NEG).to(counts.dtype) * live_group)
             srcs.append(g * K + g_beam)
@@ -206,15 +219,20 @@ class _Search:
             new_true.append(g_true)
         bs.tokens = torch.stack(new_tokens, 1)
         bs.sel, bs.true = torch.stack(new_sel, 1), torch.stack(new_true, 1)
-        ok = torch.stack(ended_ok, 1)
-        if self.eos is not None or self.stops:   # nothing can end otherwise
-            self.add_to_pool(bs, self.norm(torch.stack(ended_sel, 1), cur_len),
-                             self.norm(torch.stack(ended_true, 1), cur_len),
-                             torch.stack(ended_seqs, 1), ok)
+        if pooled:
+            N = n_cand
+            sel = torch.full((A, G, N), _NEG, dtype=logp.dtype, device=device)
+            tru = torch.full((A, G, N), _NEG, dtype=logp.dtype, device=device)
+            seq = torch.zeros(A, G, N, cur_len, dtype=torch.long, device=device)
+            ok = torch.zeros(A, G, N, dtype=torch.bool, device=device)
+            for g, v, t, q, o in pooled:
+                sel[:, g], tru[:, g], seq[:, g], ok[:, g] = v, t, q, o
+            self.add_to_pool(bs, self.norm(sel, cur_len), self.norm(tru, cur_len), seq, ok)
         # done: the pool is full and no live beam can still beat its worst entry
-        bound = self.norm(bs.sel.max(2).values, self.T if self.lp > 0 else cur_len)
-        full = (bs.pool_sel > _NEG).all(2)
-        bs.done |= full & (bound <= bs.pool_sel[..., -1])
+        if can_end:
+            bound = self.norm(bs.sel.max(2).values, self.T if self.lp > 0 else cur_len)
+            full = (bs.pool_sel > _NEG).all(2)
+            bs.done |= full & (bound <= bs.pool_sel[..., -1])
         return bs, torch.cat(srcs, 1), torch.cat(nxts, 1)
 
     def close(self, bs: _Beams, cur_len: int) -> None:
