@@ -1,6 +1,7 @@
 """The HTTP face: OpenAI-compatible endpoints on FastAPI, decoding through the Batcher.
 
-Endpoints: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``,
+Endpoints: ``GET /`` (a page to try strategies, see ``page.html``), ``GET /health``,
+``GET /v1/seqlab/strategies``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/completions`` and ``POST /v1/chat/completions`` (both stream with
 server-sent events when ``stream`` is true). Errors are OpenAI's error bodies,
 ``{"error": {"message", "type", "param", "code"}}``, with a 4xx status for a bad
@@ -16,10 +17,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from seqlab.config import ConfigError
@@ -209,6 +211,19 @@ def create_app(server: Server) -> FastAPI:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return APIError(exc.status_code, message, kind).response()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return (resources.files("seqlab.serve") / "page.html").read_text(encoding="utf-8")
+
+    @app.get("/v1/seqlab/strategies")
+    async def strategies():
+        """The strategies, their options with defaults, and what this server defaults to."""
+        return {"model": server.cfg.name, "default": server.cfg.strategy,
+                "draft": server.draft is not None,
+                "strategies": {name: {"samples": spec.samples, "needs_draft": spec.needs_draft,
+                                      "options": spec.Config().to_dict()}
+                               for name, spec in sorted(STRATEGIES.items())}}
 
     @app.get("/health")
     async def health():

@@ -20,6 +20,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -214,7 +215,7 @@ class Batcher:
             ended = texts[r].stopped or (eos is not None and toks and toks[-1] == eos)
             reason = "length" if not ended and counts[r] >= job.max_tokens else "stop"
             job.post(End(i, reason, counts[r]))
-        stats = _stats(out.stats, len(owner))
+        stats = _stats(out.stats, len(owner), self._token_text)
         for r, (job, _) in enumerate(owner):
             if job.session is not None and not job.cancelled:
                 self._keep(job, out.tokens[r])
@@ -230,13 +231,22 @@ class Batcher:
         self.sessions.keep(job.session, tokens, state)
 
 
-def _stats(stats, rows: int) -> dict:
-    """What the server reports of an engine call (the ``seqlab`` field of a response)."""
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.decode_bytes([token]).decode("utf-8", "replace")
+
+
+def _stats(stats, rows: int, text: Callable[[int], str]) -> dict:
+    """What the server reports of an engine call (the ``seqlab`` field of a response); tree
+    strategies add their draft trees with each token's text."""
     out = {"strategy": stats.strategy, "batch_rows": rows, "new_tokens": stats.new_tokens,
            "target_calls": stats.target_calls, "wall_s": round(stats.wall_s, 4),
            "tokens_per_s": round(stats.tokens_per_s, 2)}
     if stats.verify_calls:
         out["mean_accepted"] = round(stats.mean_accepted, 3)
         out["tokens_per_call"] = round(stats.tokens_per_call, 3)
+    if stats.trees:
+        out["trees"] = [{"root": t["root"], "root_text": text(t["root"]),
+                         "nodes": [[*n, text(n[3])] for n in t["nodes"]],
+                         "accepted": t["accepted"]} for t in stats.trees]
     return out
 
