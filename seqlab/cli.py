@@ -382,7 +382,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from seqlab.demo import run_demo
 
-    return run_demo(minutes=args.minutes, out=args.out, device=args.device)
+    return run_demo(quick=args.quick, out=args.out, device=args.device)
 
 
 def _cmd_mixers(args: argparse.Namespace) -> int:
@@ -499,10 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint")
     i.set_defaults(fn=_cmd_info)
 
-    d = sub.add_parser("demo", help="train a small hybrid byte model on the standard library and "
-                       "stream a continuation (about 5 minutes on 2 CPU cores)")
-    d.add_argument("--minutes", type=float, default=3.5, help="training time budget (default 3.5)")
-    d.add_argument("--out", default=None, help="run folder (default runs/demo-<time>)")
+    d = sub.add_parser("demo", help="what seqlab is for, in about two minutes: two faces proven "
+                       "equal, a recall race, decoding strategies side by side on SmolLM2")
+    d.add_argument("--quick", action="store_true", help="a few steps of everything (for CI)")
+    d.add_argument("--out", default=None, help="folder for the plot and figures (default "
+                   "runs/demo-<time>)")
     d.add_argument("--device", default="auto")
     d.set_defaults(fn=_cmd_demo)
 
