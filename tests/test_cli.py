@@ -173,3 +173,13 @@ def test_ctrl_c_while_torch_is_imported_exits_130_without_a_traceback(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "seqlab: interrupted" in err
+
+
+def test_train_names_its_layers_in_pattern_syntax(tmp_path, small_corpus, capsys):
+    rc = main(["train", "--data", str(small_corpus), "--mixers", "attention(window=8)+lstm",
+               "--dim", "32", "--steps", "1", "--batch-size", "2", "--seq-len", "32",
+               "--out", str(tmp_path / "run"), "--set", "train.eval_tokens=256"])
+    assert rc == 0
+    out = capsys.readouterr()
+    line = next(ln for ln in (out.out + out.err).splitlines() if ln.startswith("model:"))
+    assert "layers attention(window=8)+lstm;" in line and "LayerSpec" not in line

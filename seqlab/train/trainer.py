@@ -31,6 +31,7 @@ from tqdm import tqdm
 from seqlab.config import ConfigError
 from seqlab.models.io import CheckpointError, load
 from seqlab.models.lm import LM
+from seqlab.models.pattern import format_pattern
 from seqlab.tasks.corpus import Corpus, DataError, load_corpus
 from seqlab.tokenizer import load_tokenizer
 from seqlab.train import distributed as D
@@ -287,7 +288,7 @@ class Trainer:
         if info.is_main and self.progress:
             tb = "on" if log.tb is not None else "off (pip install tensorboard to enable)"
             bar.write(f"model: {self.model.num_parameters():,} parameters, layers "
-                      f"{list(self.model_cfg.layers)}; device {self.device}, autocast "
+                      f"{format_pattern(self.model_cfg.layers)}; device {self.device}, autocast "
                       f"{self.amp or 'off'}, processes {info.world}; {tokens_per_step:,} tokens/step; "
                       f"tensorboard {tb}")
         t_start = time.perf_counter()
