@@ -281,20 +281,14 @@ def prefill(model, rows: list[list[int]], cached: Sequence | None = None
     row b already ran into ``state`` (one row), so only the rest of the row runs.
     """
     device = model.device
-    if cached is not None and any(c is not None for c in cached):
-        outs, states = [], []
-        for r, c in zip(rows, cached):
-            n, start = c if c is not None else (0, None)
-            logits, s = model(torch.tensor([r[n:]], device=device), start, last_only=True)
-            outs.append(logits)
-            states.append(s)
-        return torch.cat(outs), type(states[0]).cat(states), len(rows)
-    if len({len(r) for r in rows}) == 1:
+    cached = cached if cached is not None else [None] * len(rows)
+    if len({len(r) for r in rows}) == 1 and all(c is None for c in cached):
         logits, state = model(torch.tensor(rows, device=device), last_only=True)
         return logits, state, 1
     outs, states = [], []
-    for r in rows:
-        logits, s = model(torch.tensor([r], device=device), last_only=True)
+    for r, c in zip(rows, cached):
+        n, start = c if c is not None else (0, None)
+        logits, s = model(torch.tensor([r[n:]], device=device), start, last_only=True)
         outs.append(logits)
         states.append(s)
     return torch.cat(outs), type(states[0]).cat(states), len(rows)
