@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from seqlab.decoding import STRATEGIES, generate
+from seqlab.decoding.stream import TextStops
 from seqlab.serve.sessions import Sessions
-from seqlab.serve.text import TextStops
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class Job:
                tuple(sorted(self.sampling.items())))
         if self.sampling.get("seed") is not None:
             key += (self.id,)   # a seeded request's samples must not depend on its companions
-        if self.strategy in ("beam", "diverse-beam"):
-            key += (self.max_tokens,)   # beams cannot end one row early: one budget per call
+        if not STRATEGIES[self.strategy].streams:
+            key += (self.max_tokens,)   # its rows cannot end early: one budget per call
         return key
 
     def post(self, event) -> None:
@@ -229,7 +229,6 @@ class Batcher:
             _, state = self.model(torch.tensor([tokens[n:]], device=self.model.device), state,
                                   last_only=True)
         self.sessions.keep(job.session, tokens, state)
-
 
     def _token_text(self, token: int) -> str:
         return self.tokenizer.decode_bytes([token]).decode("utf-8", "replace")

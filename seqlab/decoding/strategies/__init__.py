@@ -28,19 +28,20 @@ class Strategy:
     Config: type[Config]
     samples: Literal["always", "optional", "never"]
     needs_draft: bool = False
+    streams: bool = True   # emits tokens as it goes (so on_token can end a row early)
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(name: str, config: type[Config], *, samples: Literal["always", "optional", "never"],
-             needs_draft: bool = False):
+             needs_draft: bool = False, streams: bool = True):
     """Function decorator adding a strategy under ``name`` with its options class."""
 
     def deco(fn):
         if name in STRATEGIES:
             raise ValueError(f"strategy name {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name, fn, config, samples, needs_draft)
+        STRATEGIES[name] = Strategy(name, fn, config, samples, needs_draft, streams)
         return fn
 
     return deco

@@ -220,11 +220,10 @@ class _Search:
         bs.tokens = torch.stack(new_tokens, 1)
         bs.sel, bs.true = torch.stack(new_sel, 1), torch.stack(new_true, 1)
         if pooled:
-            N = n_cand
-            sel = torch.full((A, G, N), _NEG, dtype=logp.dtype, device=device)
-            tru = torch.full((A, G, N), _NEG, dtype=logp.dtype, device=device)
-            seq = torch.zeros(A, G, N, cur_len, dtype=torch.long, device=device)
-            ok = torch.zeros(A, G, N, dtype=torch.bool, device=device)
+            sel = torch.full((A, G, n_cand), _NEG, dtype=logp.dtype, device=device)
+            tru = torch.full((A, G, n_cand), _NEG, dtype=logp.dtype, device=device)
+            seq = torch.zeros(A, G, n_cand, cur_len, dtype=torch.long, device=device)
+            ok = torch.zeros(A, G, n_cand, dtype=torch.bool, device=device)
             for g, v, t, q, o in pooled:
                 sel[:, g], tru[:, g], seq[:, g], ok[:, g] = v, t, q, o
             self.add_to_pool(bs, self.norm(sel, cur_len), self.norm(tru, cur_len), seq, ok)
@@ -311,7 +310,7 @@ def _finish(req: Request, allh: list[list[dict]], stats: DecodeStats,
     return GenerateOutput(best, stats)
 
 
-@register("beam", BeamConfig, samples="never")
+@register("beam", BeamConfig, samples="never", streams=False)
 def beam(model, req: Request, cfg: BeamConfig) -> GenerateOutput:
     """Beam search; ``stats.nbest`` (when ``num_return_sequences > 1``) holds per row the
     best ``num_return_sequences`` hypotheses as ``{"tokens", "score"}``, best first."""
@@ -324,7 +323,7 @@ def beam(model, req: Request, cfg: BeamConfig) -> GenerateOutput:
     return _finish(req, allh, stats, elapsed)
 
 
-@register("diverse-beam", DiverseBeamConfig, samples="never")
+@register("diverse-beam", DiverseBeamConfig, samples="never", streams=False)
 def diverse_beam(model, req: Request, cfg: DiverseBeamConfig) -> GenerateOutput:
     """Diverse beam search; ``stats.nbest`` holds per row every group's final beams as
     ``{"tokens", "score", "group"}``, best (model score) first."""
