@@ -6,7 +6,8 @@
     ...                                extra_body={"seqlab": {"strategy": "prompt-lookup"}})
 
 ``app`` holds the endpoints, ``batcher`` the worker that joins requests into
-engine calls, ``schema`` the request bodies, ``text`` the streamed detokenization.
+engine calls, ``schema`` the request bodies, ``sessions`` the kept decode states;
+streamed text comes from ``seqlab.decoding.stream.TextStops``.
 Needs the ``serve`` extra (FastAPI and uvicorn).
 """
 
