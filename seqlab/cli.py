@@ -3,7 +3,7 @@
     seqlab train [CONFIG] [--mixers attention+mamba*2 --dim 256 --layers 6 --data PATH ...]
     seqlab eval CKPT [--data PATH]
     seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
-    seqlab serve CKPT [--port 8000 --strategy lookup --draft RUN ...]
+    seqlab serve CKPT [--port 8000 --strategy prompt-lookup --draft RUN ...]
     seqlab info CKPT
     seqlab demo
     seqlab mixers

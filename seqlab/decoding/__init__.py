@@ -175,5 +175,4 @@ def _prepare(model, prompt, strategy, max_new_tokens, temperature, top_k, top_p,
 
 __all__ = ["Capabilities", "DecodeStats", "Decodable", "GenerateOutput", "PromptError",
            "SamplingConfig", "STRATEGIES", "SAMPLING_OPTIONS", "check_decodable", "check_request",
-           "generate",
-           "sampling_for"]
+           "generate", "sampling_for"]

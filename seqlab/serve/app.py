@@ -229,6 +229,7 @@ def create_app(server: Server) -> FastAPI:
     async def health():
         return {"status": "ok", "model": server.cfg.name, "waiting_rows": server.batcher.waiting_rows,
                 "batches": server.batcher.batches, "sessions": len(server.sessions),
+                "sessions_evicted": server.sessions.evicted,
                 "session_bytes": server.sessions.nbytes()}
 
     @app.get("/v1/models")

@@ -320,7 +320,8 @@ def test_a_session_continues_from_its_kept_state(tok):
         ask("y = 2", "s3")                     # s1 is now the least recently used: evicted
         again = ask(turn2 + two.choices[0].text + "\n", "s1")
         assert again.model_extra["seqlab"]["cached_tokens"] == 0
-        assert get(r, "/health")[1]["sessions"] == 2
+        health = get(r, "/health")[1]
+        assert (health["sessions"], health["sessions_evicted"]) == (2, 2)   # s1, then s2
         with pytest.raises(openai.BadRequestError, match="one prompt with n = 1"):
             c.completions.create(model=NAME, prompt="a", n=2, extra_body={"seqlab": {"session": "s"}})
     finally:
