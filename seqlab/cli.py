@@ -141,13 +141,17 @@ def is_pretrained_source(source: str) -> bool:
     return source in ALIASES and not p.exists()
 
 
-def load_for_cli(path: str, device: str = "cpu"):
-    """(model, tokenizer, run config or None) from a run folder, checkpoint folder or pretrained source."""
+def load_for_cli(path: str, device: str = "cpu", weights: str = "float"):
+    """(model, tokenizer, run config or None) from a run folder, checkpoint folder or pretrained
+    source; ``weights`` "q8" / "q4" quantizes its linear layers (seqlab.models.quantize)."""
     from seqlab.models.io import load
+    if weights != "float" and str(device) != "cpu":
+        raise CLIError(f"--weights {weights} runs on the CPU only; add --device cpu, or drop "
+                       "--weights for float weights on another device")
     if is_pretrained_source(path):
         from seqlab.models.pretrained import load_pretrained
 
-        model, tokenizer = load_pretrained(path, device=device)
+        model, tokenizer = load_pretrained(path, device=device, weights=weights)
         return model.eval(), tokenizer, None
     from seqlab.tokenizer import load_tokenizer
     from seqlab.train.checkpoint import resolve_model_dir
@@ -165,6 +169,10 @@ def load_for_cli(path: str, device: str = "cpu"):
         raise CLIError(f"{model_dir}: the model has a vocabulary of {model.cfg.vocab_size} but its "
                        f"tokenizer has {tokenizer.vocab_size}; the tokenizer.json beside it is missing "
                        "or belongs to another model")
+    if weights != "float":
+        from seqlab.models.quantize import quantize_lm
+
+        model = quantize_lm(model.float(), weights)
     return model, tokenizer, run
 
 
@@ -251,7 +259,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     _check_utf8(args.prompt, "--prompt")
     device = resolve_device(args.device, what="--device")
-    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights)
     text = args.prompt
     if args.chat:
         template = getattr(tokenizer, "apply_chat_template", None)
@@ -267,7 +275,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     options = _strategy_options(args)
     draft = None
     if args.draft:
-        draft = load_for_cli(args.draft, device=str(device))[0]
+        draft = load_for_cli(args.draft, device=str(device), weights=args.weights)[0]
     elif spec is not None and spec.needs_draft:
         raise CLIError(f"--strategy {args.strategy} needs a draft model: add --draft RUN (a run "
                        "folder, checkpoint or pretrained source with the same vocabulary)")
@@ -319,8 +327,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.batch_window_ms < 0:
         raise CLIError(f"--batch-window-ms {args.batch_window_ms}: expected a number >= 0")
     device = resolve_device(args.device, what="--device")
-    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device))
-    draft = load_for_cli(args.draft, device=str(device))[0] if args.draft else None
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights)
+    draft = load_for_cli(args.draft, device=str(device), weights=args.weights)[0] if args.draft else None
     options = _strategy_options(args)
     spec = STRATEGIES[args.strategy]
     if spec.needs_draft and draft is None:
@@ -461,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--stats", action="store_true", help="print speed and call counts")
     g.add_argument("--device", default="auto")
+    g.add_argument("--weights", default="float", choices=["float", "q8", "q4"],
+                   help="q8 / q4: linear layers in 8- or 4-bit blocks run by seqlab's CPU kernels "
+                   "(a GGUF file's Q4_0/Q4_1/Q8_0 tensors as they are); CPU only")
     g.set_defaults(fn=_cmd_generate)
 
     x = sub.add_parser("export", help="write a checkpoint in another format (Hugging Face Llama)")
@@ -490,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-tokens", type=int, default=512,
                    help="budget of a chat request that sets none")
     v.add_argument("--device", default="auto")
+    v.add_argument("--weights", default="float", choices=["float", "q8", "q4"],
+                   help="q8 / q4: linear layers in 8- or 4-bit blocks run by seqlab's CPU kernels "
+                   "(a GGUF file's Q4_0/Q4_1/Q8_0 tensors as they are); CPU only")
     v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
     _add_strategy_flags(v)

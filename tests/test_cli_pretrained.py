@@ -22,6 +22,9 @@ def test_smollm2_generate_info_eval(data, capsys):
     assert main(["generate", "smollm2", "--prompt", "What is the capital of France?", "--chat",
                  "--strategy", "greedy", "--max-new-tokens", "12"]) == 0
     assert "Paris" in capsys.readouterr().out
+    assert main(["generate", "smollm2", "--prompt", "What is the capital of France?", "--chat",
+                 "--strategy", "greedy", "--max-new-tokens", "12", "--weights", "q4"]) == 0
+    assert "Paris" in capsys.readouterr().out   # the file's own 4-bit blocks, C++ kernels
     assert main(["info", "smollm2"]) == 0
     out = capsys.readouterr().out
     assert "134,515,008" in out and "layers     : attention(heads=9,kv_heads=3," in out
@@ -85,3 +88,10 @@ def test_bad_pretrained_sources_are_named(tmp_path, capsys):
     assert "not a GGUF file" in capsys.readouterr().err
     assert main(["generate", "nosuchmodel", "--prompt", "x"]) == 2
     assert "nosuchmodel" in capsys.readouterr().err
+
+
+def test_quantized_weights_need_the_cpu():
+    from seqlab.cli import CLIError, load_for_cli
+
+    with pytest.raises(CLIError, match="CPU only"):
+        load_for_cli("smollm2", device="cuda:0", weights="q4")

@@ -180,12 +180,13 @@ class KVCache(State):
                                  "a cache can only rewind to a length between 0 and its own")
         return dataclasses.replace(self, lengths=new)
 
-    def writable(self, capacity: int = 0) -> "KVCache":
-        """This cache if it may write past its lengths in place and holds ``capacity`` slots,
-        else a copy of its live entries in a new buffer of at least ``capacity`` slots (zeros
-        past them: masked scratch must not hold NaN)."""
+    def writable(self, capacity: int = 0, contiguous: bool = False) -> "KVCache":
+        """This cache if it may write past its lengths in place and holds ``capacity`` slots
+        (in contiguous tensors if asked), else a copy of its live entries in a new buffer of at
+        least ``capacity`` slots (zeros past them: masked scratch must not hold NaN)."""
         self.check_fresh()
-        if capacity <= self.capacity and self.buf.owns(self.lengths, self.versions):
+        if (capacity <= self.capacity and self.buf.owns(self.lengths, self.versions)
+                and (not contiguous or (self.k.is_contiguous() and self.v.is_contiguous()))):
             return self
         live = max(self.lengths, default=0)
         cap = max(capacity, self.capacity, 64)
@@ -271,7 +272,15 @@ class Attention(Mixer):
         self.k_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
         self.v_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
         self.o_proj = nn.Linear(dim, dim, bias=False)
+        self.qkv_proj: nn.Module | None = None  # q, k, v rows in one layer (fuse_qkv)
         self.scale = cfg.scale if cfg.scale is not None else self.head_dim ** -0.5
+        self._inv_freq: Tensor | None = None
+
+    def fuse_qkv(self, qkv_proj: nn.Module) -> None:
+        """Replace q_proj, k_proj, v_proj by one layer whose outputs are theirs side by side
+        (one matrix product instead of three; quantized models use it)."""
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj = qkv_proj
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> KVCache:
         shape = (batch_size, self.kv_heads, 0, self.head_dim)
@@ -285,10 +294,51 @@ class Attention(Mixer):
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Projections split into heads: q (B, H, T, Dh), k and v (B, Hkv, T, Dh)."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv_proj is not None:
+            kv = self.kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x).split([self.dim, kv, kv], -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         return q, k, v
+
+    # -- the C++ step of quantized layers -------------------------------------------
+    @property
+    def quantized(self) -> bool:
+        """Whether the projections are block-quantized: then a step runs the C++ kernel
+        ``seqlab.ops.decode_cpu.attend_step`` (float32 on the CPU)."""
+        from seqlab.nn.quant import QuantLinear
+
+        projections = [self.qkv_proj] if self.qkv_proj is not None else [self.q_proj, self.k_proj,
+                                                                            self.v_proj]
+        return all(isinstance(p, QuantLinear) for p in projections)
+
+    def step_unchecked(self, x_t: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        if not self.quantized or (torch.is_grad_enabled() and x_t.requires_grad):
+            return super().step_unchecked(x_t, state)  # autograd needs the torch ops
+        from seqlab.ops import decode_cpu
+
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x_t)
+        else:
+            qkv = torch.cat([self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)], -1)
+        lengths = state.lengths
+        need = max(lengths) + 1
+        if state.k.dtype != torch.float32:
+            state = state.to(torch.float32)
+        state = state.writable(need if need <= state.capacity else max(need, 2 * state.capacity),
+                               contiguous=True)
+        if self.cfg.rotary and self._inv_freq is None:
+            half = self.head_dim // 2
+            self._inv_freq = self.cfg.rope_theta ** (-torch.arange(0, half, dtype=torch.float32) / half)
+        y = decode_cpu.attend_step(qkv.float().contiguous(), state.k, state.v,
+                                   torch.tensor(lengths), self.heads, self.kv_heads,
+                                   self._inv_freq if self.cfg.rotary else None, self.scale,
+                                   self.cfg.window)
+        ends = tuple(n + 1 for n in lengths)
+        return self.o_proj(y.to(x_t.dtype)), KVCache(state.buf, ends, state.buf.wrote(lengths, ends))
 
     def mix(self, x: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         B, T, _ = x.shape

@@ -138,7 +138,13 @@ class Mixer(nn.Module):
         return f"dim={self.dim}, {opts}"
 
     def _state_dtype(self, dtype):
-        return dtype if dtype is not None else next(self.parameters()).dtype
+        if dtype is not None:
+            return dtype
+        # The first float parameter or buffer: a quantized mixer holds uint8 blocks only.
+        floats = (t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point())
+        return next(floats, torch.empty(0)).dtype
 
     def _state_device(self, device):
-        return device if device is not None else next(self.parameters()).device
+        if device is not None:
+            return device
+        return next(iter((*self.parameters(), *self.buffers())), torch.empty(0)).device

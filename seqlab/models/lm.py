@@ -266,7 +266,7 @@ class LM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed.weight.device
+        return self.norm.weight.device  # always float (the embedding may be quantized)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -335,11 +335,14 @@ class LM(nn.Module):
 
     # -- facts --------------------------------------------------------------------
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Unique parameters (a tied head counts once)."""
+        """Unique parameters (a tied head counts once), quantized weights included."""
+        from seqlab.models.quantize import weight_count
+
         seen = {id(p): p for p in self.parameters()}
-        n = sum(p.numel() for p in seen.values())
+        n = sum(p.numel() for p in seen.values()) + weight_count(self)
         if exclude_embeddings:
-            n -= self.embed.weight.numel()
+            embed = self.embed
+            n -= embed.num_weights if hasattr(embed, "num_weights") else embed.weight.numel()
         return n
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:

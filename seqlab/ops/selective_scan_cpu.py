@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import platform
 import time
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from seqlab.ops.build import build_flags
 
 log = logging.getLogger(__name__)
 
@@ -438,12 +439,6 @@ std::vector<torch::Tensor> scan_backward(torch::Tensor dt, torch::Tensor A, torc
 }
 """
 
-_CAPABILITY_FLAGS = {
-    "AVX512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"],
-    "AVX2": ["-mavx2", "-mfma"],
-}
-
-
 @functools.cache
 def load():
     """Compile (or load from torch's cache) and return the extension module.
@@ -458,9 +453,7 @@ def load():
     """
     from torch.utils import cpp_extension
 
-    capability = torch.backends.cpu.get_cpu_capability() if platform.machine() in (
-        "x86_64", "AMD64") else "DEFAULT"
-    flags = _CAPABILITY_FLAGS.get(capability, [])
+    capability, flags = build_flags()
     name = f"seqlab_selective_scan_cpu_{capability.lower()}"
     start = time.perf_counter()
     try:

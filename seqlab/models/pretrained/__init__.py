@@ -18,6 +18,7 @@ import torch
 from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM
 from seqlab.models.pretrained.gguf import GGUFError, load_gguf
+from seqlab.models.quantize import check_weights, quantize_lm
 from seqlab.tokenizer import PretrainedTokenizer
 
 
@@ -71,7 +72,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
 
 def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu") -> tuple[LM, PretrainedTokenizer]:
+                    device: str | torch.device = "cpu", weights: str = "float"
+                    ) -> tuple[LM, PretrainedTokenizer]:
     """Load a pretrained model and its tokenizer.
 
     Args:
@@ -79,6 +81,9 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
             a Hugging Face folder (``config.json`` + safetensors).
         dtype: floating dtype of the weights.
         device: where the weights are placed.
+        weights: ``"float"``, or ``"q8"`` / ``"q4"`` for block-quantized linear layers run by
+            seqlab's CPU kernels (see :mod:`seqlab.models.quantize`); a GGUF file's
+            Q4_0/Q4_1/Q8_0 tensors are then used as they are, never dequantized.
 
     Returns:
         ``(model, tokenizer)``; a Hugging Face folder without a tokenizer gives None.
@@ -86,12 +91,20 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
     Raises:
         CheckpointError: see :func:`resolve_source`, :func:`load_gguf` and
             :func:`seqlab.models.pretrained.hf.load_hf`.
+        ValueError: an unknown ``weights``, or quantized weights for a device other than the CPU.
 
     Example:
         >>> model, tok = load_pretrained("smollm2")
         >>> ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi"}]))
         >>> out = seqlab.decoding.generate(model, [ids], "greedy", 32, eos_id=tok.eos_id)
     """
+    check_weights(weights)
+    if weights != "float" and torch.device(device).type != "cpu":
+        raise ValueError(f"weights={weights!r} runs on the CPU only (device={device!r}); load "
+                         "with weights='float' for another device")
+    if weights != "float" and dtype != torch.float32:
+        raise ValueError(f"weights={weights!r} computes in float32 (dtype={dtype} was given); "
+                         "drop dtype, or load with weights='float' for other dtypes")
     path = resolve_source(source)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -100,8 +113,9 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
             raise CheckpointError(f"{path} is not a Hugging Face model folder (no config.json){hint}")
         from seqlab.models.pretrained.hf import load_hf  # imported here: it needs safetensors readers
 
-        return load_hf(path, dtype=dtype, device=device)
-    return load_gguf(path, dtype=dtype, device=device)
+        model, tok = load_hf(path, dtype=dtype, device=device)
+        return quantize_lm(model, weights), tok
+    return load_gguf(path, dtype=dtype, device=device, weights=weights)
 
 
 __all__ = ["ALIASES", "Alias", "GGUFError", "PretrainedTokenizer", "load_gguf", "load_pretrained",

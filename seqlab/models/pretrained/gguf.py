@@ -34,6 +34,9 @@ import torch
 from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM, LMConfig
 from seqlab.models.pretrained import llama
+from seqlab.models.quantize import check_weights, fuse_projections, gguf_blocks, target_format
+from seqlab.nn.quant import QuantEmbedding, QuantLinear
+from seqlab.ops import decode_cpu
 from seqlab.tokenizer import PretrainedTokenizer
 
 MAGIC = b"GGUF"
@@ -275,7 +278,8 @@ def dequantize_tensor(tensor) -> np.ndarray:
 
 
 def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu") -> tuple[LM, PretrainedTokenizer]:
+              device: str | torch.device = "cpu", weights: str = "float"
+              ) -> tuple[LM, PretrainedTokenizer]:
     """Load a GGUF file as a seqlab LM (eval mode) and its tokenizer.
 
     Args:
@@ -283,6 +287,9 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         dtype: floating dtype of the weights (float32, bfloat16, ...); quantized
             tensors are dequantized to float32 first, then cast.
         device: where the weights are placed.
+        weights: ``"float"``, ``"q8"`` or ``"q4"`` (:mod:`seqlab.models.quantize`): linear
+            layers and the embedding as blocks, a tensor already in a kernel format kept
+            byte for byte (its q/k rows put back in halves, as for float).
 
     Returns:
         ``(model, tokenizer)``.
@@ -345,17 +352,45 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         if got != want:
             raise GGUFError(f"{path}: tensor {name} has shape {got}, expected {want} for {target}")
 
+    check_weights(weights)
     state = {}
     for name, target in names.items():  # one tensor at a time: float32 copies never pile up
-        arr = arch.unpermute(name, dequantize_tensor(tensors[name]), cfg)
-        state[target] = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dtype)
-        del arr
-    if tied:
+        tensor = tensors[name]
+        module = model.get_submodule(target.rpartition(".")[0])
+        role = "embedding" if isinstance(module, torch.nn.Embedding) else "linear"
+        fmt = None
+        if target.endswith(".weight") and isinstance(module, (torch.nn.Linear, torch.nn.Embedding)) \
+                and tensor.shape[0] % decode_cpu.BLOCK == 0:
+            fmt = target_format(weights, role, tensor.tensor_type.name)
+        if fmt is None:
+            arr = arch.unpermute(name, dequantize_tensor(tensor), cfg)
+            state[target] = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=dtype)
+            del arr
+            continue
+        shape = tuple(int(n) for n in reversed(tensor.shape))
+        raw = np.asarray(tensor.data).reshape(shape[0], -1)  # rows of whole blocks
+        blocks = gguf_blocks(arch.unpermute(name, raw, cfg), tensor.tensor_type.name, fmt,
+                             lambda: arch.unpermute(name, dequantize_tensor(tensor), cfg))
+        if role == "embedding":
+            new = QuantEmbedding(blocks, fmt, shape[1], dtype=dtype)
+        else:
+            bias = None if module.bias is None else torch.zeros(shape[0])
+            new = QuantLinear(blocks, fmt, shape[1], bias=bias)
+        parent, _, child = target.rpartition(".")[0].rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+        state[target.rpartition(".")[0] + ".blocks"] = blocks
+    quantized = isinstance(model.embed, QuantEmbedding)
+    if tied and quantized:
+        model.head = model.embed.as_head()
+        state["head.blocks"] = model.embed.blocks
+    elif tied:
         state["head.weight"] = state["embed.weight"]
     model.load_state_dict(state, strict=True, assign=True)
-    if tied:
+    if tied and not quantized:
         model.head.weight = model.embed.weight
-    return model.eval(), tokenizer
+    elif tied:
+        model.head.blocks = model.embed.blocks
+    return fuse_projections(model).eval(), tokenizer
 
 
 def _few(names, n: int = 5) -> str:

@@ -285,6 +285,50 @@ def test_error_dtype(tmp_path):
         load_gguf(write_gguf(tmp_path / "t.gguf"), dtype=torch.int8)
 
 
+# -- quantized weights (weights="q4" | "q8") ---------------------------------------
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0"])
+def test_kernel_formats_are_kept_byte_for_byte(tmp_path, kind):
+    """A file's Q4_0/Q4_1/Q8_0 tensors run as they are: the dequantized blocks equal the float
+    load of the same file exactly, and the logits agree to float32 rounding."""
+    path = write_gguf(tmp_path / "t.gguf", _tiny_model(), types={"*": QT[kind]})
+    ref, _ = load_gguf(path)
+    model, _ = load_gguf(path, weights="q4")
+    attn, ref_attn = model.blocks[0].mixer, ref.blocks[0].mixer
+    assert attn.qkv_proj.fmt == kind.lower()
+    fused = torch.cat([ref_attn.q_proj.weight, ref_attn.k_proj.weight, ref_attn.v_proj.weight])
+    torch.testing.assert_close(attn.qkv_proj.dequantized(), fused, rtol=0, atol=0)
+    torch.testing.assert_close(model.embed.blocks, model.head.blocks, rtol=0, atol=0)
+    tokens = torch.randint(0, 256, (2, 21))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens)[0], ref(tokens)[0], rtol=1e-4, atol=1e-4)
+    prompts = [[1, 2, 3, 4], [9, 8, 7, 6, 5, 4]]
+    assert generate(model, prompts, "greedy", 12).tokens == generate(ref, prompts, "greedy", 12).tokens
+
+
+def test_other_types_are_requantized(tmp_path):
+    """Q5_0 (5 bits) becomes Q8_0 under either policy; its logits stay near the float load."""
+    path = write_gguf(tmp_path / "t.gguf", _tiny_model(), types={"*": QT.Q5_0})
+    ref, _ = load_gguf(path)
+    for weights in ("q4", "q8"):
+        model, _ = load_gguf(path, weights=weights)
+        assert model.blocks[0].mlp.gate_up_proj.fmt == "q8_0"
+        tokens = torch.randint(0, 256, (2, 9))
+        with torch.no_grad():
+            a, b = model(tokens)[0], ref(tokens)[0]
+        assert (a - b).abs().max() / b.abs().max() < 0.05  # Q8_0 rounding of the Q5_0 values
+
+
+def test_quantized_weights_bad_options(tmp_path):
+    path = write_gguf(tmp_path / "t.gguf")
+    with pytest.raises(ValueError, match="choose one of float, q8, q4"):
+        load_pretrained(path, weights="int3")
+    with pytest.raises(ValueError, match="computes in float32"):
+        load_pretrained(path, weights="q4", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="CPU only"):
+        load_pretrained(path, weights="q8", device="meta")
+
+
 # -- SmolLM2-135M-Instruct against transformers ------------------------------------
 
 @pytest.fixture(scope="module")
@@ -479,3 +523,17 @@ def test_folder_goes_to_load_hf(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     assert load_pretrained(tmp_path, dtype=torch.bfloat16) == ("model", None)
     assert calls == [(tmp_path, {"dtype": torch.bfloat16, "device": "cpu"})]
+
+
+@pytest.mark.slow
+def test_smollm2_quantized_equals_its_float_load(smollm_file, ours):
+    """SmolLM2's own Q4_1/Q8_0 bits through the kernels: logits of real prompts within 1e-4 of
+    the dequantized float model (relative to their scale) and greedy continuations identical."""
+    model, tok = load_pretrained("smollm2", weights="q4")
+    ref, _ = ours
+    prompts = [tok.encode(t) for t in (_english()[:400], _python()[:600], "The capital of France is")]
+    with torch.no_grad():
+        for ids in prompts:
+            a, b = model(torch.tensor([ids]))[0], ref(torch.tensor([ids]))[0]
+            assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+    assert generate(model, prompts, "greedy", 24).tokens == generate(ref, prompts, "greedy", 24).tokens
