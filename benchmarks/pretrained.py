@@ -104,10 +104,8 @@ def transformers_worker(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM
 
-    from seqlab.models.pretrained import load_pretrained, resolve_source
-
-    _, tok = load_pretrained("smollm2", weights="float")  # the same tokenizer, for the same ids
-    path = resolve_source("smollm2")
+    tok = tokenizer()
+    path = resolve_source_()
     before = rss_mib()
     ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                dtype=torch.float32).eval()
@@ -136,11 +134,9 @@ def transformers_worker(args) -> dict:
 def llama_cpp_worker(args) -> dict:
     from llama_cpp import Llama
 
-    from seqlab.models.pretrained import load_pretrained, resolve_source
-
-    _, tok = load_pretrained("smollm2", weights="float")
+    tok = tokenizer()
     before = rss_mib()
-    llm = Llama(str(resolve_source("smollm2")), n_ctx=2048, n_threads=args.threads,
+    llm = Llama(str(resolve_source_()), n_ctx=2048, n_threads=args.threads,
                 n_threads_batch=args.threads, n_batch=512, verbose=False)
     ids = tok.encode(prompt_text())[: args.prompt_tokens]
     llm.reset()
@@ -182,6 +178,20 @@ def llama_cpp_worker(args) -> dict:
     out["edit_greedy_tok_s"] = len(best_edit[1]) / best_edit[0]
     out["edit_greedy_tokens"] = [t for t in best_edit[1] if t != tok.eos_id]
     return out
+
+
+def resolve_source_():
+    from seqlab.models.pretrained import resolve_source
+
+    return resolve_source("smollm2")
+
+
+def tokenizer():
+    """seqlab's reading of the file's tokenizer (no model loaded), so every engine gets the same ids."""
+    from seqlab.models.pretrained.gguf import open_gguf, read_tokenizer
+
+    path = resolve_source_()
+    return read_tokenizer(open_gguf(path), path)
 
 
 def best(fn, reps: int = 3) -> float:
@@ -245,7 +255,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(threads),
                    "--new-tokens", str(args.new_tokens), "--prompt-tokens", str(args.prompt_tokens),
                    "--batches", *map(str, args.batches)]
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+            # GOMP_SPINCOUNT as `import seqlab` sets it, for every engine alike (see seqlab/__init__.py)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), GOMP_SPINCOUNT="300000")
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode:

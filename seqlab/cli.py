@@ -141,7 +141,7 @@ def is_pretrained_source(source: str) -> bool:
     return source in ALIASES and not p.exists()
 
 
-def load_for_cli(path: str, device: str = "cpu", weights: str = "float"):
+def load_for_cli(path: str, device: str = "cpu", weights: str = "float", activations: str = "int8"):
     """(model, tokenizer, run config or None) from a run folder, checkpoint folder or pretrained
     source; ``weights`` "q8" / "q4" quantizes its linear layers (seqlab.models.quantize)."""
     from seqlab.models.io import load
@@ -151,7 +151,8 @@ def load_for_cli(path: str, device: str = "cpu", weights: str = "float"):
     if is_pretrained_source(path):
         from seqlab.models.pretrained import load_pretrained
 
-        model, tokenizer = load_pretrained(path, device=device, weights=weights)
+        model, tokenizer = load_pretrained(path, device=device, weights=weights,
+                                           activations=activations)
         return model.eval(), tokenizer, None
     from seqlab.tokenizer import load_tokenizer
     from seqlab.train.checkpoint import resolve_model_dir
@@ -172,7 +173,7 @@ def load_for_cli(path: str, device: str = "cpu", weights: str = "float"):
     if weights != "float":
         from seqlab.models.quantize import quantize_lm
 
-        model = quantize_lm(model.float(), weights)
+        model = quantize_lm(model.float(), weights, activations)
     return model, tokenizer, run
 
 
@@ -259,7 +260,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     _check_utf8(args.prompt, "--prompt")
     device = resolve_device(args.device, what="--device")
-    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights)
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights,
+                                       activations=args.activations)
     text = args.prompt
     if args.chat:
         template = getattr(tokenizer, "apply_chat_template", None)
@@ -275,7 +277,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     options = _strategy_options(args)
     draft = None
     if args.draft:
-        draft = load_for_cli(args.draft, device=str(device), weights=args.weights)[0]
+        draft = load_for_cli(args.draft, device=str(device), weights=args.weights,
+                             activations=args.activations)[0]
     elif spec is not None and spec.needs_draft:
         raise CLIError(f"--strategy {args.strategy} needs a draft model: add --draft RUN (a run "
                        "folder, checkpoint or pretrained source with the same vocabulary)")
@@ -327,8 +330,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.batch_window_ms < 0:
         raise CLIError(f"--batch-window-ms {args.batch_window_ms}: expected a number >= 0")
     device = resolve_device(args.device, what="--device")
-    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights)
-    draft = load_for_cli(args.draft, device=str(device), weights=args.weights)[0] if args.draft else None
+    model, tokenizer, _ = load_for_cli(args.checkpoint, device=str(device), weights=args.weights,
+                                       activations=args.activations)
+    draft = load_for_cli(args.draft, device=str(device), weights=args.weights,
+                         activations=args.activations)[0] if args.draft else None
     options = _strategy_options(args)
     spec = STRATEGIES[args.strategy]
     if spec.needs_draft and draft is None:
@@ -472,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", default="float", choices=["float", "q8", "q4"],
                    help="q8 / q4: linear layers in 8- or 4-bit blocks run by seqlab's CPU kernels "
                    "(a GGUF file's Q4_0/Q4_1/Q8_0 tensors as they are); CPU only")
+    g.add_argument("--activations", default="int8", choices=["int8", "float"],
+                   help="with --weights q8/q4: int8 rounds each 32-block of a layer's input to "
+                   "8 bits (llama.cpp's scheme, fast); float keeps it exact (slow)")
     g.set_defaults(fn=_cmd_generate)
 
     x = sub.add_parser("export", help="write a checkpoint in another format (Hugging Face Llama)")
@@ -504,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--weights", default="float", choices=["float", "q8", "q4"],
                    help="q8 / q4: linear layers in 8- or 4-bit blocks run by seqlab's CPU kernels "
                    "(a GGUF file's Q4_0/Q4_1/Q8_0 tensors as they are); CPU only")
+    v.add_argument("--activations", default="int8", choices=["int8", "float"],
+                   help="with --weights q8/q4: int8 rounds each 32-block of a layer's input to "
+                   "8 bits (llama.cpp's scheme, fast); float keeps it exact (slow)")
     v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info",
                                                            "debug"])
     _add_strategy_flags(v)

@@ -324,21 +324,35 @@ class Attention(Mixer):
             qkv = self.qkv_proj(x_t)
         else:
             qkv = torch.cat([self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)], -1)
-        lengths = state.lengths
-        need = max(lengths) + 1
+        cache = self.cache_for_step(state)
+        y = decode_cpu.attend_step(qkv.float().contiguous(), cache.k, cache.v,
+                                   torch.tensor(cache.lengths), self.heads, self.kv_heads,
+                                   self.inv_freq(), self.scale, self.cfg.window)
+        return self.o_proj(y.to(x_t.dtype)), self.cache_after_step(cache)
+
+    def cache_for_step(self, state: KVCache, tokens: int = 1) -> KVCache:
+        """``state`` ready for the C++ step to write ``tokens`` per row in place: float32,
+        contiguous, owned, with the free slots (doubling when full)."""
+        need = max(state.lengths) + tokens
         if state.k.dtype != torch.float32:
             state = state.to(torch.float32)
-        state = state.writable(need if need <= state.capacity else max(need, 2 * state.capacity),
-                               contiguous=True)
-        if self.cfg.rotary and self._inv_freq is None:
+        return state.writable(need if need <= state.capacity else max(need, 2 * state.capacity),
+                              contiguous=True)
+
+    @staticmethod
+    def cache_after_step(cache: KVCache, tokens: int = 1) -> KVCache:
+        """The cache ``tokens`` longer per row, after the C++ step wrote them."""
+        ends = tuple(n + tokens for n in cache.lengths)
+        return KVCache(cache.buf, ends, cache.buf.wrote(cache.lengths, ends))
+
+    def inv_freq(self) -> Tensor | None:
+        """Rotary frequencies (head_dim / 2,) in float32, computed as ``rotary_angles`` does."""
+        if not self.cfg.rotary:
+            return None
+        if self._inv_freq is None:
             half = self.head_dim // 2
             self._inv_freq = self.cfg.rope_theta ** (-torch.arange(0, half, dtype=torch.float32) / half)
-        y = decode_cpu.attend_step(qkv.float().contiguous(), state.k, state.v,
-                                   torch.tensor(lengths), self.heads, self.kv_heads,
-                                   self._inv_freq if self.cfg.rotary else None, self.scale,
-                                   self.cfg.window)
-        ends = tuple(n + 1 for n in lengths)
-        return self.o_proj(y.to(x_t.dtype)), KVCache(state.buf, ends, state.buf.wrote(lengths, ends))
+        return self._inv_freq
 
     def mix(self, x: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         B, T, _ = x.shape

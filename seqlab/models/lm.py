@@ -21,6 +21,7 @@ import seqlab.mixers as mixers
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.decoding.protocol import Capabilities
+from seqlab.models.block_step import block_step
 from seqlab.nn import RMSNorm, SwiGLU
 from seqlab.state import State, StateError
 
@@ -178,8 +179,14 @@ class Block(nn.Module):
         width = cfg.mlp_width
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps) if width else None
         self.mlp = SwiGLU(cfg.dim, width) if width else None
+        # Set for quantized Llama blocks (seqlab.models.quantize.fuse_projections): steps run
+        # seqlab.models.block_step, one C++ call.
+        self.fused_step = False
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        if (self.fused_step and state is not None and max(state.lengths, default=0) > 0
+                and not (torch.is_grad_enabled() and x.requires_grad)):
+            return block_step(self, x, state)  # a chunk after a cache
         h, state = self.mixer.mix(self.mixer_norm(x), state)
         x = x + h
         if self.mlp is not None:
@@ -194,6 +201,8 @@ class Block(nn.Module):
         return x, state
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        if self.fused_step and not (torch.is_grad_enabled() and x.requires_grad):
+            return block_step(self, x, state)
         h, state = self.mixer.step_unchecked(self.mixer_norm(x), state)
         x = x + h
         if self.mlp is not None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seqlab.nn.quant import QuantEmbedding, QuantLinear
+from seqlab.nn.quant import QuantEmbedding, QuantLinear, check_activations
 from seqlab.ops import decode_cpu
 
 log = logging.getLogger(__name__)
@@ -69,23 +69,28 @@ def target_format(weights: str, role: str, source_type: str = "F32") -> str | No
 
 
 def gguf_blocks(raw: np.ndarray, source_type: str, fmt: str, dequantized) -> Tensor:
-    """The ``fmt`` blocks of a GGUF tensor: its own bytes when it is already ``fmt``,
-    else quantized from its float values (``dequantized()``, (N, K) float32)."""
+    """The packed ``fmt`` blocks of a GGUF tensor: its own bytes when it is already ``fmt``
+    (moved into the kernels' layout), else quantized from its float values
+    (``dequantized()``, (N, K) float32)."""
     if _NATIVE.get(source_type) == fmt:
-        rows = raw.reshape(raw.shape[0], -1)
-        return torch.from_numpy(np.ascontiguousarray(rows).view(np.uint8).copy())
+        rows = np.ascontiguousarray(raw.reshape(raw.shape[0], -1)).view(np.uint8)
+        if not rows.flags.writeable:  # a view of the file's read-only memory map
+            rows = rows.copy()
+        return decode_cpu.pack(torch.from_numpy(rows), fmt)
     return decode_cpu.quantize(torch.from_numpy(dequantized()), fmt)
 
 
-def quantize_lm(model: nn.Module, weights: str) -> nn.Module:
+def quantize_lm(model: nn.Module, weights: str, activations: str = "int8") -> nn.Module:
     """Replace ``model``'s ``nn.Linear`` and ``nn.Embedding`` layers by quantized ones, in place.
 
-    A tied head stays tied (one set of blocks). Returns ``model``.
+    A tied head stays tied (one set of blocks). ``activations``: ``"int8"`` (fast) or
+    ``"float"`` (exact), see :mod:`seqlab.nn.quant`. Returns ``model``.
 
     Raises:
-        ValueError: an unknown ``weights``.
+        ValueError: an unknown ``weights`` or ``activations``.
     """
     check_weights(weights)
+    check_activations(activations)
     if weights == "float":
         return model
     tied = getattr(model, "head", None) is not None and getattr(model, "embed", None) is not None \
@@ -97,15 +102,15 @@ def quantize_lm(model: nn.Module, weights: str) -> nn.Module:
             if module.embedding_dim % decode_cpu.BLOCK:
                 kept.append(name)
                 continue
-            new = QuantEmbedding(decode_cpu.quantize(module.weight, fmt), fmt, module.embedding_dim,
-                                 dtype=module.weight.dtype)
+            new = QuantEmbedding(decode_cpu.quantize(module.weight, fmt), fmt, module.num_embeddings,
+                                 module.embedding_dim, dtype=module.weight.dtype)
         elif isinstance(module, nn.Linear):
             if tied and module is model.head:
                 continue
             if module.in_features % decode_cpu.BLOCK:
                 kept.append(name)
                 continue
-            new = QuantLinear.from_linear(module, target_format(weights, "linear"))
+            new = QuantLinear.from_linear(module, target_format(weights, "linear"), activations)
         else:
             continue
         _replace(model, name, new)
@@ -120,12 +125,17 @@ def quantize_lm(model: nn.Module, weights: str) -> nn.Module:
 
 def fuse_projections(model: nn.Module) -> nn.Module:
     """Concatenate quantized q/k/v (attention) and gate/up (SwiGLU) layers of one format into
-    one layer each, in place: a decode step then runs 4 matrix products per block, not 7."""
+    one layer each, in place: a decode step then runs 4 matrix products per block, not 7.
+    Blocks that then have the Llama layout step in one C++ call (seqlab.models.block_step)."""
     from seqlab.mixers.attention import Attention
+    from seqlab.models import block_step
     from seqlab.nn.mlp import SwiGLU
 
     def fused(layers):
-        if not all(isinstance(m, QuantLinear) for m in layers) or len({m.fmt for m in layers}) != 1:
+        # Packed rows come in groups of 8: parts of other sizes would share a group.
+        if (not all(isinstance(m, QuantLinear) for m in layers)
+                or len({(m.fmt, m.activations) for m in layers}) != 1
+                or any(m.out_features % decode_cpu.GROUP for m in layers)):
             return None
         biases = [m.bias for m in layers]
         if any(b is not None for b in biases):
@@ -134,7 +144,8 @@ def fuse_projections(model: nn.Module) -> nn.Module:
         else:
             bias = None
         blocks = torch.cat([m.blocks for m in layers])
-        return QuantLinear(blocks, layers[0].fmt, layers[0].in_features, bias)
+        return QuantLinear(blocks, layers[0].fmt, sum(m.out_features for m in layers),
+                           layers[0].in_features, bias, layers[0].activations)
 
     for module in model.modules():
         if isinstance(module, Attention) and module.qkv_proj is None:
@@ -145,6 +156,9 @@ def fuse_projections(model: nn.Module) -> nn.Module:
             new = fused([module.gate_proj, module.up_proj])
             if new is not None:
                 module.fuse_gate_up(new)
+    for module in model.modules():
+        if hasattr(module, "fused_step"):
+            module.fused_step = block_step.eligible(module)
     return model
 
 

@@ -22,8 +22,8 @@ def float_model(layers=("attention", "attention"), dim=64, seed=0, **kw):
     return m.eval()
 
 
-def quantized(weights="q8", **kw):
-    return quantize_lm(float_model(**kw), weights)
+def quantized(weights="q8", activations="int8", **kw):
+    return quantize_lm(float_model(**kw), weights, activations)
 
 
 @pytest.mark.parametrize("weights", ["q8", "q4"])
@@ -42,11 +42,13 @@ def test_layers_are_replaced_fused_and_tied(weights):
 @pytest.mark.parametrize("layers", [("attention", "attention"), ("attention", "mamba", "gru")],
                          ids=["attention", "hybrid"])
 @pytest.mark.parametrize("weights", ["q8", "q4"])
-def test_two_faces_agree_and_stay_near_float(layers, weights):
-    """The step face (C++ attention step, row kernel) equals the parallel face (dequantize +
-    matmul) to float32 rounding; both stay within the format's error of the float model."""
+@pytest.mark.parametrize("activations", ["int8", "float"])
+def test_two_faces_agree_and_stay_near_float(layers, weights, activations):
+    """The step face (C++ attention step, integer kernel) equals the parallel face (matmul)
+    to float32 rounding, which int8 activations amplify where a value sits at a rounding
+    edge; both stay within the formats' error of the float model."""
     ref = float_model(layers)
-    m = quantized(weights, layers=layers)
+    m = quantized(weights, activations, layers=layers)
     tokens = torch.randint(0, 64, (3, 20))
     with torch.no_grad():
         full, _ = m(tokens)
@@ -57,9 +59,10 @@ def test_two_faces_agree_and_stay_near_float(layers, weights):
             steps.append(out)
         stepped = torch.stack(steps, 1)
         exact, _ = ref(tokens)
-    torch.testing.assert_close(stepped, full, rtol=1e-4, atol=1e-4)
+    scale = full.abs().max()
+    assert (stepped - full).abs().max() <= (1e-6 if activations == "float" else 2e-3) * scale
     err = (full - exact).abs().max() / exact.abs().max()
-    assert err < (0.02 if weights == "q8" else 0.2), err
+    assert err < (0.03 if weights == "q8" else 0.2), err
 
 
 def test_fusing_changes_nothing():
@@ -69,11 +72,13 @@ def test_fusing_changes_nothing():
         q = b_f.mixer.qkv_proj
         sizes = [b_u.mixer.q_proj.out_features, b_u.mixer.k_proj.out_features,
                  b_u.mixer.v_proj.out_features]
-        for name, part in zip(["q_proj", "k_proj", "v_proj"], q.blocks.split(sizes)):
-            setattr(b_u.mixer, name, QuantLinear(part.clone(), q.fmt, q.in_features))
+        parts = q.blocks.split([n // 8 for n in sizes])  # packed rows: groups of 8
+        for name, n, part in zip(["q_proj", "k_proj", "v_proj"], sizes, parts):
+            setattr(b_u.mixer, name, QuantLinear(part.clone(), q.fmt, n, q.in_features))
         g = b_f.mlp.gate_up_proj
         gate, up = g.blocks.chunk(2)
-        b_u.mlp.gate_proj, b_u.mlp.up_proj = (QuantLinear(t.clone(), g.fmt, g.in_features) for t in (gate, up))
+        b_u.mlp.gate_proj, b_u.mlp.up_proj = (QuantLinear(t.clone(), g.fmt, g.out_features // 2,
+                                                          g.in_features) for t in (gate, up))
         b_u.mlp.down_proj = b_f.mlp.down_proj
         b_u.mixer.o_proj = b_f.mixer.o_proj
     unfused.embed, unfused.head = m.embed, m.head

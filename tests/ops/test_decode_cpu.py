@@ -13,31 +13,40 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
-def test_dequantize_equals_gguf_reference(fmt):
-    """Blocks written by gguf-py's quantizer decode to exactly gguf-py's dequantized values."""
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((48, 160)) * rng.uniform(0.01, 3, (48, 1))).astype(np.float32)
+def gguf_blocks(w: np.ndarray, fmt: str) -> tuple[torch.Tensor, np.ndarray]:
+    """(native blocks written by gguf-py's quantizer, gguf-py's dequantized values)."""
     raw = gguf.quants.quantize(w, QT[fmt.upper()])
-    ref = gguf.quants.dequantize(raw, QT[fmt.upper()]).reshape(48, 160)
-    blocks = torch.from_numpy(raw.view(np.uint8).reshape(48, -1).copy())
-    assert blocks.shape[1] == 160 // 32 * decode_cpu.BLOCK_BYTES[fmt]
-    np.testing.assert_array_equal(decode_cpu.dequantize(blocks, fmt).numpy(), ref)
-    rows = torch.tensor([5, 0, 47, 5])
-    np.testing.assert_array_equal(decode_cpu.dequantize(blocks, fmt, rows).numpy(), ref[[5, 0, 47, 5]])
+    ref = gguf.quants.dequantize(raw, QT[fmt.upper()]).reshape(w.shape)
+    return torch.from_numpy(raw.view(np.uint8).reshape(w.shape[0], -1).copy()), ref
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("rows", [48, 45])  # whole groups of 8, and a padded last group
+def test_packed_blocks_decode_to_gguf_values(fmt, rows):
+    """Packing moves a file's bytes without changing a value: the packed blocks dequantize
+    to exactly gguf-py's values, whole or row by row."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((rows, 160)) * rng.uniform(0.01, 3, (rows, 1))).astype(np.float32)
+    native, ref = gguf_blocks(w, fmt)
+    assert native.shape[1] == 160 // 32 * decode_cpu.BLOCK_BYTES[fmt]
+    packed = decode_cpu.pack(native, fmt)
+    assert packed.shape == (6, 5 * 8 * decode_cpu.BLOCK_BYTES[fmt])  # the same bytes, padded to 48 rows
+    np.testing.assert_array_equal(decode_cpu.dequantize(packed, fmt, rows).numpy(), ref)
+    pick = torch.tensor([5, 0, rows - 1, 5])
+    np.testing.assert_array_equal(decode_cpu.dequantize(packed, fmt, rows, pick).numpy(), ref[pick.numpy()])
 
 
 def test_dequantize_rows_out_of_range():
     blocks = decode_cpu.quantize(torch.randn(4, 32), "q8_0")
     with pytest.raises(RuntimeError, match="outside"):
-        decode_cpu.dequantize(blocks, "q8_0", torch.tensor([4]))
+        decode_cpu.dequantize(blocks, "q8_0", 4, torch.tensor([4]))
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_1"])
 def test_quantize_error_within_half_a_step(fmt):
     torch.manual_seed(0)
     w = torch.randn(64, 96) * torch.rand(64, 1) * 4
-    back = decode_cpu.dequantize(decode_cpu.quantize(w, fmt), fmt)
+    back = decode_cpu.dequantize(decode_cpu.quantize(w, fmt), fmt, 64)
     b, e = w.reshape(64, 3, 32), (back - w).abs().reshape(64, 3, 32)
     step = b.abs().amax(-1) / 127 if fmt == "q8_0" else (b.amax(-1) - b.amin(-1)) / 15
     # half a step, plus the float16 rounding of the scale (and of the minimum for q4_1)
@@ -46,36 +55,43 @@ def test_quantize_error_within_half_a_step(fmt):
     assert e.max() > 0  # it is lossy: the check above is not vacuous
 
 
+def test_activation_rounding():
+    """int8 activations: each 32-block becomes d * q with d = max|x| / 127, q rounded to nearest."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 64) * torch.tensor([1.0, 1e-3, 50.0])[:, None]
+    x[1, 32:] = 0  # an all-zero block stays zero
+    d = x.reshape(3, 2, 32).abs().amax(-1, keepdim=True) / 127
+    ref = (torch.where(d > 0, x.reshape(3, 2, 32) / d, 0).round() * d).reshape(3, 64)
+    torch.testing.assert_close(decode_cpu.quantize_activations(x), ref, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 16, 17, 40])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 16, 17, 40, 64, 65, 150])
 def test_linear_equals_matmul_with_dequantized_weight(fmt, rows):
-    """Both paths (row kernel up to ROW_KERNEL_MAX rows, dequantize + matmul above), N not a
-    multiple of the kernel's 4-row groups."""
+    """int8: the integer kernel (up to ROW_KERNEL_MAX rows) and the matmul path above it both
+    compute quantize_activations(x) @ W.T; float: x @ W.T. N = 203 pads the last group."""
     torch.manual_seed(rows)
-    w = torch.randn(203, 96)
-    raw = gguf.quants.quantize(w.numpy(), QT[fmt.upper()])
-    blocks = torch.from_numpy(raw.view(np.uint8).reshape(203, -1).copy())
+    native, _ = gguf_blocks(torch.randn(203, 96).numpy(), fmt)
+    blocks = decode_cpu.pack(native, fmt)
+    w = decode_cpu.dequantize(blocks, fmt, 203).double()
     x = torch.randn(rows, 96)
-    ref = x.double() @ decode_cpu.dequantize(blocks, fmt).double().T
-    y = decode_cpu.linear(x, blocks, fmt)
+    y = decode_cpu.linear(x, blocks, fmt, 203)
     assert y.shape == (rows, 203) and y.dtype == torch.float32
-    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_linear_small_outputs_and_threads():
-    w = torch.randn(3, 64)
-    blocks = decode_cpu.quantize(w, "q8_0")
-    x = torch.randn(2, 64)
-    torch.testing.assert_close(decode_cpu.linear(x, blocks, "q8_0"),
-                               x @ decode_cpu.dequantize(blocks, "q8_0").T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.double(), decode_cpu.quantize_activations(x).double() @ w.T,
+                               rtol=1e-5, atol=1e-5)
+    exact = decode_cpu.linear(x, blocks, fmt, 203, activations="float")
+    torch.testing.assert_close(exact.double(), x.double() @ w.T, rtol=1e-5, atol=1e-5)
+    assert (y - exact).abs().max() > 0  # the two modes differ: int8 rounding is real
 
 
 def test_linear_rejects_bad_shapes():
     blocks = decode_cpu.quantize(torch.randn(8, 64), "q4_1")
-    with pytest.raises(RuntimeError, match="inputs"):
-        decode_cpu.linear(torch.randn(1, 96), blocks, "q4_1")
+    with pytest.raises(RuntimeError, match="do not hold"):
+        decode_cpu.linear(torch.randn(1, 64), blocks, "q4_1", 16)
     with pytest.raises(ValueError, match="unknown block format"):
-        decode_cpu.linear(torch.randn(1, 64), blocks, "q5_0")
+        decode_cpu.linear(torch.randn(1, 64), blocks, "q5_0", 8)
+    with pytest.raises(ValueError, match="activations='int4' is not known"):
+        decode_cpu.linear(torch.randn(1, 64), blocks, "q4_1", 8, activations="int4")
     with pytest.raises(ValueError, match="multiple of 32"):
         decode_cpu.quantize(torch.randn(8, 40), "q8_0")
 

@@ -19,6 +19,7 @@ from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM
 from seqlab.models.pretrained.gguf import GGUFError, load_gguf
 from seqlab.models.quantize import check_weights, quantize_lm
+from seqlab.nn.quant import check_activations
 from seqlab.tokenizer import PretrainedTokenizer
 
 
@@ -72,8 +73,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
 
 def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu", weights: str = "float"
-                    ) -> tuple[LM, PretrainedTokenizer]:
+                    device: str | torch.device = "cpu", weights: str = "float",
+                    activations: str = "int8") -> tuple[LM, PretrainedTokenizer]:
     """Load a pretrained model and its tokenizer.
 
     Args:
@@ -84,6 +85,9 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
         weights: ``"float"``, or ``"q8"`` / ``"q4"`` for block-quantized linear layers run by
             seqlab's CPU kernels (see :mod:`seqlab.models.quantize`); a GGUF file's
             Q4_0/Q4_1/Q8_0 tensors are then used as they are, never dequantized.
+        activations: how quantized layers take their input: ``"int8"`` (each 32-block
+            rounded to int8 with one scale, llama.cpp's scheme, the fast path) or
+            ``"float"`` (exact, slow); ignored for float weights.
 
     Returns:
         ``(model, tokenizer)``; a Hugging Face folder without a tokenizer gives None.
@@ -99,6 +103,7 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
         >>> out = seqlab.decoding.generate(model, [ids], "greedy", 32, eos_id=tok.eos_id)
     """
     check_weights(weights)
+    check_activations(activations)
     if weights != "float" and torch.device(device).type != "cpu":
         raise ValueError(f"weights={weights!r} runs on the CPU only (device={device!r}); load "
                          "with weights='float' for another device")
@@ -114,8 +119,8 @@ def load_pretrained(source: str | os.PathLike, *, dtype: torch.dtype = torch.flo
         from seqlab.models.pretrained.hf import load_hf  # imported here: it needs safetensors readers
 
         model, tok = load_hf(path, dtype=dtype, device=device)
-        return quantize_lm(model, weights), tok
-    return load_gguf(path, dtype=dtype, device=device, weights=weights)
+        return quantize_lm(model, weights, activations), tok
+    return load_gguf(path, dtype=dtype, device=device, weights=weights, activations=activations)
 
 
 __all__ = ["ALIASES", "Alias", "GGUFError", "PretrainedTokenizer", "load_gguf", "load_pretrained",

@@ -35,7 +35,7 @@ from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM, LMConfig
 from seqlab.models.pretrained import llama
 from seqlab.models.quantize import check_weights, fuse_projections, gguf_blocks, target_format
-from seqlab.nn.quant import QuantEmbedding, QuantLinear
+from seqlab.nn.quant import QuantEmbedding, QuantLinear, check_activations
 from seqlab.ops import decode_cpu
 from seqlab.tokenizer import PretrainedTokenizer
 
@@ -278,8 +278,8 @@ def dequantize_tensor(tensor) -> np.ndarray:
 
 
 def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu", weights: str = "float"
-              ) -> tuple[LM, PretrainedTokenizer]:
+              device: str | torch.device = "cpu", weights: str = "float",
+              activations: str = "int8") -> tuple[LM, PretrainedTokenizer]:
     """Load a GGUF file as a seqlab LM (eval mode) and its tokenizer.
 
     Args:
@@ -290,6 +290,8 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         weights: ``"float"``, ``"q8"`` or ``"q4"`` (:mod:`seqlab.models.quantize`): linear
             layers and the embedding as blocks, a tensor already in a kernel format kept
             byte for byte (its q/k rows put back in halves, as for float).
+        activations: how quantized layers take their input, ``"int8"`` (fast, llama.cpp's
+            scheme) or ``"float"`` (exact); see :mod:`seqlab.nn.quant`.
 
     Returns:
         ``(model, tokenizer)``.
@@ -353,6 +355,7 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
             raise GGUFError(f"{path}: tensor {name} has shape {got}, expected {want} for {target}")
 
     check_weights(weights)
+    check_activations(activations)
     state = {}
     for name, target in names.items():  # one tensor at a time: float32 copies never pile up
         tensor = tensors[name]
@@ -372,16 +375,16 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         blocks = gguf_blocks(arch.unpermute(name, raw, cfg), tensor.tensor_type.name, fmt,
                              lambda: arch.unpermute(name, dequantize_tensor(tensor), cfg))
         if role == "embedding":
-            new = QuantEmbedding(blocks, fmt, shape[1], dtype=dtype)
+            new = QuantEmbedding(blocks, fmt, shape[0], shape[1], dtype=dtype)
         else:
             bias = None if module.bias is None else torch.zeros(shape[0])
-            new = QuantLinear(blocks, fmt, shape[1], bias=bias)
+            new = QuantLinear(blocks, fmt, shape[0], shape[1], bias=bias, activations=activations)
         parent, _, child = target.rpartition(".")[0].rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
         state[target.rpartition(".")[0] + ".blocks"] = blocks
     quantized = isinstance(model.embed, QuantEmbedding)
     if tied and quantized:
-        model.head = model.embed.as_head()
+        model.head = model.embed.as_head(activations)
         state["head.blocks"] = model.embed.blocks
     elif tied:
         state["head.weight"] = state["embed.weight"]

@@ -293,7 +293,7 @@ def test_kernel_formats_are_kept_byte_for_byte(tmp_path, kind):
     load of the same file exactly, and the logits agree to float32 rounding."""
     path = write_gguf(tmp_path / "t.gguf", _tiny_model(), types={"*": QT[kind]})
     ref, _ = load_gguf(path)
-    model, _ = load_gguf(path, weights="q4")
+    model, _ = load_gguf(path, weights="q4", activations="float")
     attn, ref_attn = model.blocks[0].mixer, ref.blocks[0].mixer
     assert attn.qkv_proj.fmt == kind.lower()
     fused = torch.cat([ref_attn.q_proj.weight, ref_attn.k_proj.weight, ref_attn.v_proj.weight])
@@ -304,6 +304,10 @@ def test_kernel_formats_are_kept_byte_for_byte(tmp_path, kind):
         torch.testing.assert_close(model(tokens)[0], ref(tokens)[0], rtol=1e-4, atol=1e-4)
     prompts = [[1, 2, 3, 4], [9, 8, 7, 6, 5, 4]]
     assert generate(model, prompts, "greedy", 12).tokens == generate(ref, prompts, "greedy", 12).tokens
+    fast, _ = load_gguf(path, weights="q4")  # int8 activations: within their rounding
+    with torch.no_grad():
+        a, b = fast(tokens)[0], ref(tokens)[0]
+    assert (a - b).abs().max() <= 0.03 * b.abs().max()
 
 
 def test_other_types_are_requantized(tmp_path):
@@ -526,14 +530,21 @@ def test_folder_goes_to_load_hf(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm2_quantized_equals_its_float_load(smollm_file, ours):
-    """SmolLM2's own Q4_1/Q8_0 bits through the kernels: logits of real prompts within 1e-4 of
-    the dequantized float model (relative to their scale) and greedy continuations identical."""
-    model, tok = load_pretrained("smollm2", weights="q4")
+def test_smollm2_quantized_against_its_float_load(smollm_file, ours):
+    """SmolLM2's own Q4_1/Q8_0 bits through the kernels. Float activations: logits of real
+    prompts within 1e-4 of the dequantized float model (relative to their scale), greedy
+    continuations identical. int8 activations: logits within 10% of the scale (4.4% seen) and
+    over 90% of the next-token choices equal (benchmarks/pretrained.py counts greedy agreement)."""
+    model, tok = load_pretrained("smollm2", weights="q4", activations="float")
+    fast, _ = load_pretrained("smollm2", weights="q4")
     ref, _ = ours
     prompts = [tok.encode(t) for t in (_english()[:400], _python()[:600], "The capital of France is")]
     with torch.no_grad():
         for ids in prompts:
             a, b = model(torch.tensor([ids]))[0], ref(torch.tensor([ids]))[0]
             assert (a - b).abs().max() <= 1e-4 * b.abs().max()
-    assert generate(model, prompts, "greedy", 24).tokens == generate(ref, prompts, "greedy", 24).tokens
+            c = fast(torch.tensor([ids]))[0]
+            assert (c - b).abs().max() <= 0.1 * b.abs().max()
+            assert (c.argmax(-1) == b.argmax(-1)).float().mean() > 0.9   # next-token choices
+    greedy = generate(ref, prompts, "greedy", 24).tokens
+    assert generate(model, prompts, "greedy", 24).tokens == greedy
