@@ -107,8 +107,16 @@ def transformers_worker(args) -> dict:
     tok = tokenizer()
     path = resolve_source_()
     before = rss_mib()
-    ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                               dtype=torch.float32).eval()
+    # transformers' own GGUF reader, without the accelerate package from_pretrained now wants
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    ref = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=ref)["tensors"]
+    ref.load_state_dict(tensors, strict=False)   # lm_head is tied to the embedding
+    ref.tie_weights()
+    ref.eval()
     after = rss_mib()
     ids = tok.encode(prompt_text())[: args.prompt_tokens]
     out = {"rss_mib": after, "rss_growth_mib": after - before}

@@ -61,7 +61,8 @@ def test_activation_rounding():
     x = torch.randn(3, 64) * torch.tensor([1.0, 1e-3, 50.0])[:, None]
     x[1, 32:] = 0  # an all-zero block stays zero
     d = x.reshape(3, 2, 32).abs().amax(-1, keepdim=True) / 127
-    ref = (torch.where(d > 0, x.reshape(3, 2, 32) / d, 0).round() * d).reshape(3, 64)
+    inv = torch.where(d > 0, 1 / d, 0)  # times the reciprocal, as the kernel rounds x / d
+    ref = ((x.reshape(3, 2, 32) * inv).round() * d).reshape(3, 64)
     torch.testing.assert_close(decode_cpu.quantize_activations(x), ref, rtol=1e-6, atol=0)
 
 
