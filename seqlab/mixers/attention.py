@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from seqlab.config import Config, require
 from seqlab.mixers import register
 from seqlab.mixers.base import Mixer, heads_divide
+from seqlab.nn.norm import RMSNorm
 from seqlab.nn.rotary import apply_rotary, rotary_angles
 from seqlab.state import State, StateError
 
@@ -239,8 +240,12 @@ class AttentionConfig(Config):
     window: int | None = None         # sliding window: attend to the last `window` tokens
     rotary: bool = True
     rope_theta: float = 10000.0
+    rope_scale: float = 1.0           # linear position interpolation: angles of position / scale
     bias: bool = False                # biases on the q/k/v projections (Qwen-style)
     scale: float | None = None        # None: 1/sqrt(head_dim)
+    head_dim: int | None = None       # None: dim / heads; Gemma 3 sets it apart from the width
+    qk_norm: bool = False             # RMSNorm over each head's q and k before rotary (Gemma 3)
+    qk_norm_eps: float = 1e-6
 
     def validate(self) -> None:
         require(self.heads > 0, self, "heads", "a positive int")
@@ -248,7 +253,11 @@ class AttentionConfig(Config):
                 self, "kv_heads", f"a positive divisor of heads = {self.heads}")
         require(self.window is None or self.window > 0, self, "window", "a positive int or None")
         require(self.rope_theta > 0, self, "rope_theta", "a positive number")
+        require(self.rope_scale > 0, self, "rope_scale", "a positive number")
         require(self.scale is None or self.scale > 0, self, "scale", "a positive number or None")
+        require(self.head_dim is None or self.head_dim > 0, self, "head_dim",
+                "a positive int or None (dim / heads)")
+        require(self.qk_norm_eps > 0, self, "qk_norm_eps", "a positive number")
 
 
 @register("attention")
@@ -261,17 +270,20 @@ class Attention(Mixer):
 
     def __init__(self, dim: int, cfg: AttentionConfig):
         super().__init__(dim, cfg)
-        self.head_dim = heads_divide(dim, cfg.heads)
+        self.head_dim = cfg.head_dim or heads_divide(dim, cfg.heads)
         if cfg.rotary and self.head_dim % 2:
             raise ValueError(f"rotary positions need an even head_dim; dim = {dim} / heads = "
                              f"{cfg.heads} gives {self.head_dim}")
         self.heads = cfg.heads
         self.kv_heads = cfg.kv_heads or cfg.heads
+        self.inner = self.heads * self.head_dim  # the width of q and of the heads' output
         kv_dim = self.kv_heads * self.head_dim
-        self.q_proj = nn.Linear(dim, dim, bias=cfg.bias)
+        self.q_proj = nn.Linear(dim, self.inner, bias=cfg.bias)
         self.k_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
         self.v_proj = nn.Linear(dim, kv_dim, bias=cfg.bias)
-        self.o_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(self.inner, dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, cfg.qk_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.qk_norm_eps) if cfg.qk_norm else None
         self.qkv_proj: nn.Module | None = None  # q, k, v rows in one layer (fuse_qkv)
         self.scale = cfg.scale if cfg.scale is not None else self.head_dim ** -0.5
         self._inv_freq: Tensor | None = None
@@ -296,11 +308,14 @@ class Attention(Mixer):
         B, T, _ = x.shape
         if self.qkv_proj is not None:
             kv = self.kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x).split([self.dim, kv, kv], -1)
+            q, k, v = self.qkv_proj(x).split([self.inner, kv, kv], -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q.reshape(B, T, self.heads, self.head_dim)
+        k = k.reshape(B, T, self.kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.reshape(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         return q, k, v
 
@@ -324,11 +339,21 @@ class Attention(Mixer):
             qkv = self.qkv_proj(x_t)
         else:
             qkv = torch.cat([self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)], -1)
+        if self.q_norm is not None:  # normed here; the C++ step rotates and attends
+            qkv = self._norm_qk_flat(qkv)
         cache = self.cache_for_step(state)
         y = decode_cpu.attend_step(qkv.float().contiguous(), cache.k, cache.v,
                                    torch.tensor(cache.lengths), self.heads, self.kv_heads,
                                    self.inv_freq(), self.scale, self.cfg.window)
         return self.o_proj(y.to(x_t.dtype)), self.cache_after_step(cache)
+
+    def _norm_qk_flat(self, qkv: Tensor) -> Tensor:
+        """``qkv (B, (heads + 2 kv_heads) head_dim)`` with q and k normed per head."""
+        kv = self.kv_heads * self.head_dim
+        q, k, v = qkv.split([self.inner, kv, kv], -1)
+        q = self.q_norm(q.unflatten(-1, (self.heads, self.head_dim))).flatten(-2)
+        k = self.k_norm(k.unflatten(-1, (self.kv_heads, self.head_dim))).flatten(-2)
+        return torch.cat([q, k, v], -1)
 
     def cache_for_step(self, state: KVCache, tokens: int = 1) -> KVCache:
         """``state`` ready for the C++ step to write ``tokens`` per row in place: float32,
@@ -351,7 +376,8 @@ class Attention(Mixer):
             return None
         if self._inv_freq is None:
             half = self.head_dim // 2
-            self._inv_freq = self.cfg.rope_theta ** (-torch.arange(0, half, dtype=torch.float32) / half)
+            self._inv_freq = (self.cfg.rope_theta ** (-torch.arange(0, half, dtype=torch.float32) / half)
+                              / self.cfg.rope_scale)
         return self._inv_freq
 
     def mix(self, x: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
@@ -363,7 +389,8 @@ class Attention(Mixer):
             pos = torch.arange(T, device=x.device)[None]  # (1, T): shared by every row
             if not fresh:
                 pos = pos + torch.tensor(lengths, device=x.device)[:, None]
-            cos, sin = rotary_angles(pos, self.head_dim, self.cfg.rope_theta, dtype=q.dtype)
+            cos, sin = rotary_angles(pos, self.head_dim, self.cfg.rope_theta, dtype=q.dtype,
+                                     scale=self.cfg.rope_scale)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         if fresh:
@@ -378,7 +405,7 @@ class Attention(Mixer):
             uniform_step = T == 1 and self.cfg.window is None and min(lengths) == max(lengths)
             mask = None if uniform_step else self._mask(lengths, T, lo, hi, x.device)
             y = self._sdpa(q, new_state.k[:, :, lo:hi], new_state.v[:, :, lo:hi], mask, is_causal=False)
-        y = y.transpose(1, 2).reshape(B, T, self.dim)
+        y = y.transpose(1, 2).reshape(B, T, self.inner)
         return self.o_proj(y), new_state
 
     @property
@@ -405,7 +432,7 @@ class Attention(Mixer):
         start = lens - (S - T)  # where the tree begins in each row
         if self.cfg.rotary:
             cos, sin = rotary_angles(start[:, None] + depth, self.head_dim, self.cfg.rope_theta,
-                                     dtype=q.dtype)
+                                     dtype=q.dtype, scale=self.cfg.rope_scale)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new_state = self._append(state, k, v)
         hi = max(state.lengths) + T
@@ -415,7 +442,7 @@ class Attention(Mixer):
         mask = (rel < 0)[:, None, :] | (seen & new[:, None, :])                # (B, T, hi)
         y = self._sdpa(q, new_state.k[:, :, :hi], new_state.v[:, :, :hi], mask[:, None],
                        is_causal=False)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.dim)), new_state
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.inner)), new_state
 
     def _sdpa(self, q, k, v, mask, is_causal):
         if self.kv_heads != self.heads and not _TORCH_HAS_GQA:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from seqlab.mixers.attention import Attention, KVCache
-from seqlab.nn.mlp import SwiGLU
+from seqlab.nn.mlp import GatedMLP
 from seqlab.nn.norm import RMSNorm
 from seqlab.nn.quant import QuantLinear
 from seqlab.ops import decode_cpu
@@ -32,8 +32,11 @@ def eligible(block) -> bool:
     def quant(m):
         return isinstance(m, QuantLinear) and m.bias is None
 
+    # Gemma's layout (q/k norms, post norms, GeGLU) is not what the C++ block computes.
     return (isinstance(attn, Attention) and quant(attn.qkv_proj) and quant(attn.o_proj)
-            and isinstance(mlp, SwiGLU) and quant(mlp.gate_up_proj) and quant(mlp.down_proj)
+            and not attn.cfg.qk_norm and block.mixer_post_norm is None
+            and isinstance(mlp, GatedMLP) and mlp.activation == "silu"
+            and quant(mlp.gate_up_proj) and quant(mlp.down_proj)
             and isinstance(block.mixer_norm, RMSNorm) and isinstance(block.mlp_norm, RMSNorm)
             and block.mixer_norm.eps == block.mlp_norm.eps
             and block.mixer_norm.weight.dtype == block.mlp_norm.weight.dtype == torch.float32

@@ -2,7 +2,9 @@
 
 A block is ``x + mixer(norm(x))`` then ``x + mlp(norm(x))`` (pre-norm,
 RMSNorm, SwiGLU MLP: the Llama layout, so pretrained checkpoints map onto
-it). The layer pattern names one registered mixer per layer, so a hybrid is a
+it). Gemma's variations are config fields: a GeGLU MLP (``mlp_activation``),
+norms on the mixer's and the MLP's outputs too (``post_norms``) and embeddings
+scaled by ``embed_scale``. The layer pattern names one registered mixer per layer, so a hybrid is a
 list such as ``["mamba", "mamba", "attention"] * 4``. The model has the same
 two faces as its mixers: ``model(tokens, state)`` runs a whole chunk in
 parallel and ``model.step(token, state)`` advances one token.
@@ -22,7 +24,8 @@ from seqlab.config import Config, ConfigError, require
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.block_step import block_step
-from seqlab.nn import RMSNorm, SwiGLU
+from seqlab.nn import GatedMLP, RMSNorm
+from seqlab.nn.mlp import ACTIVATIONS
 from seqlab.state import State, StateError
 
 
@@ -43,9 +46,14 @@ class LMConfig(Config):
             layer of that mixer under the layer's own options (which win).
             Construction-only: the defaults are folded into ``layers``, so a
             saved config holds them there, and the attribute reads None.
-        mlp_hidden: hidden width of each block's SwiGLU MLP; None picks
+        mlp_hidden: hidden width of each block's gated MLP; None picks
             Llama's 8/3·dim rounded up to a multiple of 64; 0 removes the MLP
             (Mamba-style blocks).
+        mlp_activation: the MLP gate's activation: ``"silu"`` (SwiGLU, Llama) or
+            ``"gelu_tanh"`` (GeGLU, Gemma).
+        post_norms: also normalise the mixer's and the MLP's outputs before each
+            residual add (Gemma 2/3: ``x + norm(mixer(norm(x)))``).
+        embed_scale: the embeddings are multiplied by this (Gemma: sqrt(dim)).
         norm_eps: RMSNorm epsilon.
         tie_embeddings: the output head reuses the embedding matrix.
         init_std: standard deviation of embedding and MLP weights.
@@ -64,6 +72,9 @@ class LMConfig(Config):
     layers: tuple[LayerSpec, ...] = ("attention", "mamba", "mamba")
     mixer_options: InitVar[dict | None] = None
     mlp_hidden: int | None = None
+    mlp_activation: str = "silu"
+    post_norms: bool = False
+    embed_scale: float = 1.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -88,6 +99,9 @@ class LMConfig(Config):
         require(self.mlp_hidden is None or self.mlp_hidden >= 0, self, "mlp_hidden",
                 "None, 0 (no MLP) or a positive int")
         require(self.norm_eps > 0, self, "norm_eps", "a positive number")
+        require(self.mlp_activation in ACTIVATIONS, self, "mlp_activation",
+                " or ".join(map(repr, ACTIVATIONS)))
+        require(self.embed_scale > 0, self, "embed_scale", "a positive number")
         require(self.init_std > 0, self, "init_std", "a positive number")
         require(self.max_length is None or self.max_length > 0, self, "max_length",
                 "a positive int or None")
@@ -178,7 +192,10 @@ class Block(nn.Module):
         self.mixer = mixer
         width = cfg.mlp_width
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps) if width else None
-        self.mlp = SwiGLU(cfg.dim, width) if width else None
+        self.mlp = GatedMLP(cfg.dim, width, activation=cfg.mlp_activation) if width else None
+        post = cfg.post_norms
+        self.mixer_post_norm = RMSNorm(cfg.dim, cfg.norm_eps) if post else None
+        self.mlp_post_norm = RMSNorm(cfg.dim, cfg.norm_eps) if post and width else None
         # Set for quantized Llama blocks (seqlab.models.quantize.fuse_projections): steps run
         # seqlab.models.block_step, one C++ call.
         self.fused_step = False
@@ -188,26 +205,28 @@ class Block(nn.Module):
                 and not (torch.is_grad_enabled() and x.requires_grad)):
             return block_step(self, x, state)  # a chunk after a cache
         h, state = self.mixer.mix(self.mixer_norm(x), state)
-        x = x + h
-        if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x, state
+        return self._residuals(x, h), state
 
     def forward_tree(self, x: Tensor, state: State, depth: Tensor, visible: Tensor):
         h, state = self.mixer.mix_tree(self.mixer_norm(x), state, depth, visible)
-        x = x + h
-        if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x, state
+        return self._residuals(x, h), state
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         if self.fused_step and not (torch.is_grad_enabled() and x.requires_grad):
             return block_step(self, x, state)
         h, state = self.mixer.step_unchecked(self.mixer_norm(x), state)
+        return self._residuals(x, h), state
+
+    def _residuals(self, x: Tensor, h: Tensor) -> Tensor:
+        """``x`` plus the mixer's output ``h``, then plus the MLP (each output normed first
+        when the block has post norms)."""
+        if self.mixer_post_norm is not None:
+            h = self.mixer_post_norm(h)
         x = x + h
         if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x))
-        return x, state
+            h = self.mlp(self.mlp_norm(x))
+            x = x + (h if self.mlp_post_norm is None else self.mlp_post_norm(h))
+        return x
 
 
 class LM(nn.Module):
@@ -260,6 +279,11 @@ class LM(nn.Module):
         hidden, state = self.features(tokens, state)
         return self.head(hidden[:, -1] if last_only else hidden), state
 
+    def _embed(self, tokens: Tensor) -> Tensor:
+        x = self.embed(tokens)
+        # Gemma multiplies in the weights' dtype: sqrt(dim) rounded to it, as transformers does.
+        return x if self.cfg.embed_scale == 1.0 else x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
+
     def logits(self, hidden: Tensor) -> Tensor:
         """The vocabulary head on hidden states from ``features``."""
         return self.head(hidden)
@@ -294,7 +318,7 @@ class LM(nn.Module):
         """
         self._check_tokens(tokens, rank=2)
         layer_states = self._check_state(state, tokens.shape[0])
-        x = self.embed(tokens)
+        x = self._embed(tokens)
         new = []
         for block, s in zip(self.blocks, layer_states):
             x, s = block(x, s)
@@ -305,7 +329,7 @@ class LM(nn.Module):
         """Recurrent face: ``token: (B,)`` -> ``logits: (B, vocab)`` and the new state."""
         self._check_tokens(token, rank=1)
         layer_states = self._check_state(state, token.shape[0])
-        x = self.embed(token)
+        x = self._embed(token)
         new = []
         for block, s in zip(self.blocks, layer_states):
             x, s = block.step(x, s)
@@ -331,7 +355,7 @@ class LM(nn.Module):
                              "(attention without a window); verify trees as batch rows instead")
         self._check_tokens(tokens, rank=2)
         layer_states = self._check_state(state, tokens.shape[0])
-        x = self.embed(tokens)
+        x = self._embed(tokens)
         new = []
         for block, s in zip(self.blocks, layer_states):
             x, s = block.forward_tree(x, s, depth, visible)

@@ -124,12 +124,12 @@ def quantize_lm(model: nn.Module, weights: str, activations: str = "int8") -> nn
 
 
 def fuse_projections(model: nn.Module) -> nn.Module:
-    """Concatenate quantized q/k/v (attention) and gate/up (SwiGLU) layers of one format into
+    """Concatenate quantized q/k/v (attention) and gate/up (gated MLP) layers of one format into
     one layer each, in place: a decode step then runs 4 matrix products per block, not 7.
     Blocks that then have the Llama layout step in one C++ call (seqlab.models.block_step)."""
     from seqlab.mixers.attention import Attention
     from seqlab.models import block_step
-    from seqlab.nn.mlp import SwiGLU
+    from seqlab.nn.mlp import GatedMLP
 
     def fused(layers):
         # Packed rows come in groups of 8: parts of other sizes would share a group.
@@ -152,7 +152,7 @@ def fuse_projections(model: nn.Module) -> nn.Module:
             new = fused([module.q_proj, module.k_proj, module.v_proj])
             if new is not None:
                 module.fuse_qkv(new)
-        elif isinstance(module, SwiGLU) and module.gate_up_proj is None:
+        elif isinstance(module, GatedMLP) and module.gate_up_proj is None:
             new = fused([module.gate_proj, module.up_proj])
             if new is not None:
                 module.fuse_gate_up(new)

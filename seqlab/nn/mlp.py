@@ -1,14 +1,26 @@
-"""Gated SwiGLU MLP as in Llama: down(silu(gate(x)) * up(x))."""
+"""Gated MLP: ``down(act(gate(x)) * up(x))``: SwiGLU (Llama, ``act = silu``) or GeGLU
+(Gemma, ``act = gelu`` with the tanh approximation)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The gate's activation by name, as configs spell it.
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int, bias: bool = False):
+
+class GatedMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, bias: bool = False, activation: str = "silu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not known; choose one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
         self.gate_proj = nn.Linear(dim, hidden, bias=bias)
         self.up_proj = nn.Linear(dim, hidden, bias=bias)
         self.down_proj = nn.Linear(hidden, dim, bias=bias)
@@ -22,5 +34,8 @@ class SwiGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_proj is not None:
             gate, up = self.gate_up_proj(x).chunk(2, -1)
-            return self.down_proj(F.silu(gate) * up)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            return self.down_proj(self._act(gate) * up)
+        return self.down_proj(self._act(self.gate_proj(x)) * self.up_proj(x))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"

@@ -2,7 +2,7 @@
 
 Only a model that *is* a Llama can be written as one: every layer
 ``attention`` with rotary positions, no sliding window, no q/k/v biases, the
-default 1/sqrt(head_dim) scale, and a SwiGLU MLP in every block. Anything
+default 1/sqrt(head_dim) scale, no q/k norms, and a SwiGLU MLP in every block. Anything
 else (a mamba layer, a window, biases, MLP-free blocks...) is refused with a
 message naming the layer or option, rather than written as a checkpoint that
 ``transformers`` would run differently.
@@ -136,9 +136,22 @@ def check_exportable(model: LM) -> None:
         if a.scale is not None and a.scale != head_dim ** -0.5:
             raise ExportError(f"layer {i}: attention scale = {a.scale}: Llama scales by "
                               f"1/sqrt(head_dim) = {head_dim ** -0.5}")
+        if a.rope_scale != 1.0:
+            raise ExportError(f"layer {i}: attention rope_scale = {a.rope_scale}: the export "
+                              "writes plain rotary positions")
+        if a.qk_norm:
+            raise ExportError(f"layer {i}: attention qk_norm = True: Llama does not normalise "
+                              "queries and keys")
+        if a.head_dim is not None and a.head_dim * a.heads != model.cfg.dim:
+            raise ExportError(f"layer {i}: attention head_dim = {a.head_dim} with {a.heads} heads "
+                              f"is not dim = {model.cfg.dim}: Llama's heads split the width")
         if block.mlp is None:
             raise ExportError(f"layer {i} has no MLP (mlp_hidden = {cfg.mlp_hidden}): every Llama "
                               "block has a SwiGLU MLP")
+    if cfg.mlp_activation != "silu" or cfg.post_norms or cfg.embed_scale != 1.0:
+        raise ExportError(f"mlp_activation = {cfg.mlp_activation!r}, post_norms = {cfg.post_norms}, "
+                          f"embed_scale = {cfg.embed_scale}: a Llama checkpoint has a SwiGLU MLP, "
+                          "no post norms and unscaled embeddings (this is Gemma's layout)")
     if cfg.tie_embeddings and model.head.weight is not model.embed.weight:
         raise ExportError("cfg.tie_embeddings is True but model.head.weight is not "
                           "model.embed.weight: re-tie them or build the model untied")

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import re
 from collections.abc import Callable
@@ -33,7 +35,7 @@ import torch
 
 from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM, LMConfig
-from seqlab.models.pretrained import llama
+from seqlab.models.pretrained import gemma3, llama
 from seqlab.models.quantize import check_weights, fuse_projections, gguf_blocks, target_format
 from seqlab.nn.quant import QuantEmbedding, QuantLinear, check_activations
 from seqlab.ops import decode_cpu
@@ -185,8 +187,77 @@ def _llama_unpermute(name: str, w: np.ndarray, cfg: LMConfig) -> np.ndarray:
     return w
 
 
+# -- gemma3 -----------------------------------------------------------------------
+# llama.cpp's converter stores Gemma's norm weights as 1 + w already (ggml multiplies by the
+# weight, as seqlab's RMSNorm does) and leaves q/k rows in halves (NeoX rotary): no unpermute.
+
+_GEMMA3_LAYER = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def _gemma3_rename(name: str) -> str | None:
+    m = _BLOCK.match(name)
+    if m:
+        part = _GEMMA3_LAYER.get(m.group(2))
+        hf = None if part is None else f"model.layers.{m.group(1)}.{part}.{m.group(3)}"
+    else:
+        stem, _, suffix = name.rpartition(".")
+        hf = _LLAMA_GLOBAL.get(stem)
+        hf = None if hf is None or suffix != "weight" else f"{hf}.{suffix}"
+    return None if hf is None else gemma3.hf_to_seqlab_name(hf)
+
+
+def _gemma3_config(md: Metadata, vocab_size: int, tied: bool) -> LMConfig:
+    a = "gemma3"
+    dim = md.integer(f"{a}.embedding_length")
+    heads = md.integer(f"{a}.attention.head_count")
+    n_layers = md.integer(f"{a}.block_count")
+    head_dim = md.integer(f"{a}.attention.key_length", 256)
+    if md.integer(f"{a}.attention.value_length", head_dim) != head_dim:
+        raise GGUFError(f"{md.path}: {a}.attention.value_length differs from key_length "
+                        f"{head_dim}; seqlab's attention uses one head width")
+    scale_factor = 1.0
+    scaling = md.get(f"{a}.rope.scaling.type", "none")
+    if scaling == "linear":
+        scale_factor = float(md.get(f"{a}.rope.scaling.factor", 1.0))
+    elif scaling not in ("none", ""):
+        raise GGUFError(f"{md.path}: {a}.rope.scaling.type = {scaling!r} is not supported "
+                        "(plain or linear)")
+    ctx = md.get(f"{a}.context_length")
+    # As llama.cpp reads a gemma3 file: the 62-layer 27B scales queries by dim / heads, the
+    # others by the head width (query_pre_attn_scalar is not stored); local layers use
+    # rotary base 10,000 and every sixth layer is global.
+    scalar = dim // heads if n_layers == 62 else head_dim
+    pattern = md.integer(f"{a}.attention.sliding_window_pattern", 6)
+    return gemma3.lm_config(
+        vocab_size=vocab_size, dim=dim, layer_types=gemma3.default_layer_types(n_layers, pattern),
+        heads=heads, kv_heads=md.integer(f"{a}.attention.head_count_kv", heads), head_dim=head_dim,
+        mlp_hidden=md.integer(f"{a}.feed_forward_length"),
+        window=md.integer(f"{a}.attention.sliding_window", 4096),
+        local_theta=gemma3.LOCAL_THETA,
+        global_theta=float(md.get(f"{a}.rope.freq_base", gemma3.GLOBAL_THETA)),
+        global_rope_scale=scale_factor, query_pre_attn_scalar=scalar,
+        norm_eps=float(md.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
+        tie_embeddings=tied, max_length=None if ctx is None else int(ctx))
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "llama": Architecture(config=_llama_config, rename=_llama_rename, unpermute=_llama_unpermute),
+    "gemma3": Architecture(config=_gemma3_config, rename=_gemma3_rename,
+                           unpermute=lambda name, w, cfg: w),
 }
 
 
@@ -306,6 +377,22 @@ def load_gguf(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
         >>> model, tok = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
         >>> out = seqlab.decoding.generate(model, [tok.encode("def fib(n):")], "greedy", 32)
     """
+    result = _load(path, dtype, device, weights, activations)
+    _release_heap()
+    return result
+
+
+def _release_heap() -> None:
+    """Give freed heap memory back to the system: the reader's many small metadata arrays
+    (tokens, merges) leave about 50 MB that glibc would otherwise keep for the process."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _load(path, dtype, device, weights, activations) -> tuple[LM, PretrainedTokenizer]:
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"load_gguf(dtype={dtype!r}) is not allowed: expected a floating torch dtype "
                          "such as torch.float32 or torch.bfloat16")

@@ -10,6 +10,9 @@ global layers as its ``layer_types`` say) and ``qwen2`` (biases on the q/k/v
 projections; a window on the layers ``layer_types`` or ``max_window_layers``
 pick when ``use_sliding_window`` is set). Per-layer windows become per-layer
 attention specs (``attention(window=4096)`` beside ``attention``).
+``gemma3_text`` (``Gemma3ForCausalLM``) maps through
+:mod:`seqlab.models.pretrained.gemma3`: local and global layers with their own
+rotary bases, q/k norms, post norms, GeGLU and scaled embeddings.
 Everything else a config can say that seqlab's layers do not compute (rope
 scaling, other biases, a head_dim that is not hidden_size / heads, another
 activation, layer types other than sliding and full attention) is refused
@@ -28,6 +31,8 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,7 +41,7 @@ from safetensors import SafetensorError, safe_open
 from seqlab.config import ConfigError
 from seqlab.models.io import CheckpointError
 from seqlab.models.lm import LM, LMConfig
-from seqlab.models.pretrained import llama
+from seqlab.models.pretrained import gemma3, llama
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -60,7 +65,39 @@ SUPPORTED: dict[str, tuple[str, dict[str, Any]]] = {
         "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
         "max_position_embeddings": 32768, "hidden_act": "silu", "use_sliding_window": False,
         "sliding_window": 4096, "max_window_layers": 28}),
+    "gemma3_text": (gemma3.ARCHITECTURE, {
+        "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
+        "hidden_activation": "gelu_pytorch_tanh", "num_key_value_heads": 4, "head_dim": 256,
+        "query_pre_attn_scalar": 256, "sliding_window": 4096, "sliding_window_pattern": 6,
+        "final_logit_softcapping": None, "attn_logit_softcapping": None, "attention_bias": False,
+        "use_bidirectional_attention": False, "rope_theta": gemma3.GLOBAL_THETA,
+        "rope_local_base_freq": gemma3.LOCAL_THETA}),
 }
+
+
+@dataclass(frozen=True)
+class Names:
+    """How one family's tensors map onto seqlab: names both ways, and a value conversion."""
+
+    to_seqlab: Callable[[str], str | None]
+    to_hf: Callable[[str], str | None]
+    convert: Callable[[str, torch.Tensor], torch.Tensor]   # (seqlab name, tensor) -> tensor
+
+
+def _llama_to_seqlab(name: str) -> str | None:
+    # The Llama map names weights; Qwen2's q/k/v biases sit beside them under the same prefix.
+    if name.endswith(".bias"):
+        base = llama.hf_to_seqlab_name(name[: -len("bias")] + "weight")
+        return None if base is None else base[: -len("weight")] + "bias"
+    return llama.hf_to_seqlab_name(name)
+
+
+_LLAMA_NAMES = Names(_llama_to_seqlab, llama.seqlab_to_hf_name, lambda name, t: t)
+_GEMMA3_NAMES = Names(gemma3.hf_to_seqlab_name, gemma3.seqlab_to_hf_name, gemma3.from_offset_norm)
+
+
+def names_for(model_type: str) -> Names:
+    return _GEMMA3_NAMES if model_type in gemma3.MODEL_TYPES else _LLAMA_NAMES
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
              "intermediate_size")
 # Buffers some older checkpoints saved; they are recomputed from rope_theta.
@@ -100,7 +137,7 @@ def load_hf(folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
     if not dtype.is_floating_point:
         raise CheckpointError(f"load_hf(dtype={dtype}) is not allowed: expected a floating dtype "
                               "such as torch.float32 or torch.bfloat16")
-    model = _load_weights(cfg, folder, dtype, device)
+    model = _load_weights(cfg, folder, dtype, device, names_for(hf.get("model_type")))
     return model, _load_tokenizer(folder, hf)
 
 
@@ -152,6 +189,8 @@ def lm_config_from_hf(hf: dict, source: str | os.PathLike = CONFIG) -> LMConfig:
                if not isinstance(hf.get(k), int) or isinstance(hf.get(k), bool)]
     if missing:
         raise CheckpointError(f"{source} lacks integer field(s) {', '.join(missing)}")
+    if model_type in gemma3.MODEL_TYPES:
+        return _gemma3_config(hf, get, refuse, source)
     dim, heads = hf["hidden_size"], hf["num_attention_heads"]
     kv_heads = hf.get("num_key_value_heads") or heads
     n_layers = hf["num_hidden_layers"]
@@ -183,6 +222,76 @@ def lm_config_from_hf(hf: dict, source: str | os.PathLike = CONFIG) -> LMConfig:
     except (ConfigError, TypeError, ValueError) as e:  # float(None) and the like: a bad value
         raise CheckpointError(f"{source} maps to an invalid seqlab config: {e}") from None
     return cfg
+
+
+def _gemma3_config(hf: dict, get, refuse, source) -> LMConfig:
+    """A ``gemma3_text`` config: everything transformers' Gemma3ForCausalLM computes that seqlab
+    does too; softcapping, bidirectional attention and rotary variants other than plain and
+    linear are refused."""
+    if get("hidden_activation") not in ("gelu_pytorch_tanh", "gelu_tanh"):
+        raise refuse(f"hidden_activation = {get('hidden_activation')!r} (only "
+                     "'gelu_pytorch_tanh' is supported)")
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if get(key) is not None:
+            raise refuse(f"{key} = {get(key)}")
+    for key in ("use_bidirectional_attention", "attention_bias"):
+        if get(key):
+            raise refuse(f"{key} = true")
+    n_layers = hf["num_hidden_layers"]
+    types = hf.get("layer_types")
+    if types is None:
+        pattern = get("sliding_window_pattern")
+        if not isinstance(pattern, int) or isinstance(pattern, bool) or pattern <= 0:
+            raise refuse(f"sliding_window_pattern = {pattern!r} (expected a positive int)")
+        types = gemma3.default_layer_types(n_layers, pattern)
+    if (not isinstance(types, list) or len(types) != n_layers
+            or any(t not in gemma3.LAYER_TYPES for t in types)):
+        raise refuse(f"layer_types = {types!r} (expected a list of {n_layers} entries, each "
+                     f"{' or '.join(map(repr, gemma3.LAYER_TYPES))})")
+    window = get("sliding_window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
+                               or window <= 0):
+        raise refuse(f"sliding_window = {window!r} (expected a positive int or null)")
+    local, glob = _gemma3_rope(hf, get, refuse)
+    try:
+        return gemma3.lm_config(
+            vocab_size=hf["vocab_size"], dim=hf["hidden_size"], layer_types=types,
+            heads=hf["num_attention_heads"], kv_heads=get("num_key_value_heads"),
+            head_dim=get("head_dim"), mlp_hidden=hf["intermediate_size"], window=window,
+            local_theta=local["rope_theta"], global_theta=glob["rope_theta"],
+            global_rope_scale=glob["factor"], query_pre_attn_scalar=get("query_pre_attn_scalar"),
+            norm_eps=get("rms_norm_eps"), tie_embeddings=bool(get("tie_word_embeddings")),
+            max_length=get("max_position_embeddings"))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source} maps to an invalid seqlab config: {e}") from None
+
+
+def _gemma3_rope(hf: dict, get, refuse) -> tuple[dict, dict]:
+    """Gemma 3's rotary parameters of the local and the global layers, from either layout
+    (transformers 4: rope_theta, rope_local_base_freq, rope_scaling for the global layers;
+    transformers 5: rope_parameters per layer type), as ``{"rope_theta", "factor"}``."""
+    per_type = hf.get("rope_parameters")
+    if isinstance(per_type, dict) and any(isinstance(v, dict) for v in per_type.values()):
+        local = dict(per_type.get("sliding_attention") or {})
+        glob = dict(per_type.get("full_attention") or {})
+    else:
+        local = {"rope_theta": get("rope_local_base_freq")}
+        glob = dict(hf.get("rope_scaling") or per_type or {})
+        glob.setdefault("rope_theta", get("rope_theta"))
+    local.setdefault("rope_theta", gemma3.LOCAL_THETA)
+    glob.setdefault("rope_theta", gemma3.GLOBAL_THETA)
+    out = []
+    for which, params in (("sliding_attention", local), ("full_attention", glob)):
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind not in ("default", "linear") or (kind == "linear" and which != "full_attention"):
+            raise refuse(f"rope parameters of the {which} layers {params} (only plain rotary "
+                         "positions, and linear scaling on the global layers, are supported)")
+        extra = sorted(set(params) - {"rope_type", "type", "rope_theta", "factor"})
+        if extra:
+            raise refuse(f"rope parameters {extra} of the {which} layers in {params}")
+        factor = float(params.get("factor", 1.0)) if kind == "linear" else 1.0
+        out.append({"rope_theta": float(params["rope_theta"]), "factor": factor})
+    return out[0], out[1]
 
 
 def _rope_theta(hf: dict, refuse) -> float:
@@ -296,20 +405,12 @@ def _catalog(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
     return out
 
 
-def _hf_to_seqlab(name: str) -> str | None:
-    # The Llama map names weights; Qwen2's q/k/v biases sit beside them under the same prefix.
-    if name.endswith(".bias"):
-        base = llama.hf_to_seqlab_name(name[: -len("bias")] + "weight")
-        return None if base is None else base[: -len("weight")] + "bias"
-    return llama.hf_to_seqlab_name(name)
-
-
 def _few(names, n: int = 5) -> str:
     names = sorted(names)
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def _plan(model: LM, catalog: dict, folder: Path) -> dict[str, str]:
+def _plan(model: LM, catalog: dict, folder: Path, names: Names) -> dict[str, str]:
     """seqlab name -> HF name of every tensor to load; names the missing, extra, misshapen."""
     tied = model.cfg.tie_embeddings
     expected = {n: tuple(p.shape) for n, p in model.state_dict().items()}
@@ -319,14 +420,14 @@ def _plan(model: LM, catalog: dict, folder: Path) -> dict[str, str]:
     for hf_name, (_, shape) in catalog.items():
         if hf_name.endswith(_IGNORED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
             continue  # recomputed buffers; a tied head is the embedding, as in transformers
-        name = _hf_to_seqlab(hf_name)
+        name = names.to_seqlab(hf_name)
         if name is None or name not in expected:
             unexpected.append(hf_name)
         elif shape != expected[name]:
             misshapen.append(f"{hf_name} {shape} (expected {expected[name]})")
         else:
             plan[name] = hf_name
-    missing = [llama.seqlab_to_hf_name(n) or n for n in expected if n not in plan]
+    missing = [names.to_hf(n) or n for n in expected if n not in plan]
     if missing or unexpected or misshapen:
         parts = []
         if missing:
@@ -340,24 +441,25 @@ def _plan(model: LM, catalog: dict, folder: Path) -> dict[str, str]:
     return plan
 
 
-def _load_weights(cfg: LMConfig, folder: Path, dtype: torch.dtype, device) -> LM:
+def _load_weights(cfg: LMConfig, folder: Path, dtype: torch.dtype, device, names: Names) -> LM:
     catalog = _catalog(_weight_files(folder))
     with torch.device("meta"):  # no time or memory spent on random weights we overwrite
         model = LM(cfg)
-    plan = _plan(model, catalog, folder)  # every name and shape checked before a byte is read
+    plan = _plan(model, catalog, folder, names)  # every name and shape checked before a byte is read
     by_file = defaultdict(list)
     for name, hf_name in plan.items():
         by_file[catalog[hf_name][0]].append((name, hf_name))
     state = {}
-    for path, names in by_file.items():
+    for path, pairs in by_file.items():
         with _open(path, device) as f:
-            for name, hf_name in names:
+            for name, hf_name in pairs:
                 try:
                     t = f.get_tensor(hf_name)
                 except (SafetensorError, OSError, RuntimeError) as e:
                     raise CheckpointError(f"{path}: tensor {hf_name} cannot be read ({e}); the "
                                           "file is truncated or corrupt") from None
-                state[name] = t.to(dtype)  # one tensor at a time: peak memory is one extra tensor
+                # one tensor at a time: peak memory is one extra tensor
+                state[name] = names.convert(name, t).to(dtype)
     if cfg.tie_embeddings:
         state["head.weight"] = state["embed.weight"]
     model.load_state_dict(state, strict=True, assign=True)

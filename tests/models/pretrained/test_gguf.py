@@ -243,7 +243,7 @@ def test_error_truncated_smollm(tmp_path):
 def test_error_unsupported_architecture(tmp_path):
     f = write_gguf(tmp_path / "m.gguf", arch="mamba")
     with pytest.raises(GGUFError, match=r"architecture 'mamba', which is not supported; "
-                                        r"supported architectures: llama"):
+                                        r"supported architectures: gemma3, llama"):
         load_gguf(f)
 
 
