@@ -7,7 +7,7 @@ below. The models, the CLI and the conformance tests pick it up from there.
 Example:
     >>> import seqlab
     >>> seqlab.mixers.names()
-    ['aaren', 'attention', 'gru', 'linear_attention', 'lstm', 'mamba', 's4d']
+    ['aaren', 'atlas', 'attention', 'fsmn', 'gru', 'linear_attention', 'lmu', 'lssl', ...]
     >>> m = seqlab.mixers.build("mamba", dim=64, d_state=16)
     >>> y, state = m(torch.randn(2, 10, 64))
 """
@@ -64,7 +64,8 @@ def build(name: str, dim: int | None = None, **options: Any) -> Mixer:
 
 
 # One line per mixer module: importing it runs its @register.
-_MODULES = ["attention", "linear_attention", "s4d", "mamba", "lstm", "gru", "aaren"]
+_MODULES = ["attention", "linear_attention", "s4d", "mamba", "lstm", "gru", "aaren", "lmu", "rnn",
+            "atlas", "fsmn", "prefix_linear_attention", "lssl", "s4"]
 for _m in _MODULES:
     importlib.import_module(f"seqlab.mixers.{_m}")
 

@@ -4,7 +4,7 @@ import seqlab
 from seqlab.config import ConfigError
 from seqlab.mixers import Mixer
 
-EXPECTED = {"aaren", "attention", "gru", "linear_attention", "lstm", "mamba", "s4d"}
+EXPECTED = {"aaren", "attention", "gru", "linear_attention", "lstm", "mamba", "s4d", "lmu", "rnn", "fsmn", "prefix_linear_attention", "lssl", "s4", "atlas"}
 
 
 def test_all_issue_mixers_registered_and_sorted():
@@ -23,7 +23,7 @@ def test_each_builds_with_defaults_and_documents_cost(name):
 
 
 def test_unknown_name_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown mixer 'attn'; known mixers: aaren, attention"):
+    with pytest.raises(ConfigError, match=r"unknown mixer 'attn'; known mixers: aaren, atlas, attention"):
         seqlab.mixers.build("attn", dim=8)
 
 
