@@ -410,6 +410,7 @@ inline void group_dot(const QRows& xq, int64_t m0, int64_t K, const uint8_t* w, 
           }
         }
       } else {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
         for (int c = 0; c < 4; ++c) {
           const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
           const __m256i lo = _mm256_and_si256(v, low);
@@ -420,6 +421,25 @@ inline void group_dot(const QRows& xq, int64_t m0, int64_t K, const uint8_t* w, 
             s1[m] = dpbusd(s1[m], hi, bcast4(x + 16 + 4 * c));
           }
         }
+#else
+        // Without VNNI each dot product is maddubs (u8 x s8 -> s16 pairs) then madd to s32.
+        // 4-bit weights times |x| <= 127 give pairs of at most 2 * 15 * 127 = 3810, so the
+        // block's 8 products add up in int16 (<= 30480) and widen once: 16 instructions per
+        // row and block instead of 24 (the row cost of a verification or a batch).
+        __m256i p[MB];
+        for (int m = 0; m < MB; ++m) p[m] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {
+          const __m256i v = _mm256_loadu_si256((const __m256i*)(qs + 32 * c));
+          const __m256i lo = _mm256_and_si256(v, low);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+          for (int m = 0; m < MB; ++m) {
+            const int8_t* x = xq.q.data() + (m0 + m) * K + b * QK;
+            p[m] = _mm256_add_epi16(p[m], _mm256_maddubs_epi16(lo, bcast4(x + 4 * c)));
+            p[m] = _mm256_add_epi16(p[m], _mm256_maddubs_epi16(hi, bcast4(x + 16 + 4 * c)));
+          }
+        }
+        for (int m = 0; m < MB; ++m) s0[m] = _mm256_madd_epi16(p[m], _mm256_set1_epi16(1));
+#endif
       }
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)rec));
       const __m256 mn = F == Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(rec + 16))) : d;
