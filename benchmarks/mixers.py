@@ -1,6 +1,7 @@
 """Benchmark every registered seqlab mixer on this machine's CPU, float32.
 
-What it measures, for each mixer in ``seqlab.mixers.names()`` and each sequence
+What it measures, for each mixer in ``seqlab.mixers.names()`` (but those that read token
+ids, ``needs_tokens``) and each sequence
 length L (batch B = max(1, tokens // L), so every cell sees about the same
 number of tokens):
 
@@ -567,10 +568,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, Path]:
         """The flag's value if given, else the default of the full or the quick run."""
         return value if value is not None else (quick if a.quick else full)
 
-    names = seqlab.mixers.names()
+    # Mixers that read token ids (the n-gram layer) are measured inside an LM, not on x alone.
+    names = [n for n in seqlab.mixers.names() if not seqlab.mixers.get(n).needs_tokens]
     for n in a.mixers or ():
         if n not in names:
-            p.error(f"unknown mixer {n!r}; registered: {', '.join(names)}")
+            p.error(f"unknown mixer {n!r} or one that reads token ids; measured here: {', '.join(names)}")
     s = Settings(
         lengths=tuple(pick(a.lengths, (256, 1024, 4096, 16384), (64, 256))),
         mixers=tuple(a.mixers or names), dim=pick(a.dim, 256, 64), tokens=pick(a.tokens, 16384, 256),

@@ -43,16 +43,18 @@ def faces() -> dict[str, float]:
     from seqlab import mixers
 
     out = {}
-    x = torch.randn(2, 48, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 48, 16, dtype=torch.float64, generator=gen)
+    ids = torch.randint(0, 4, (2, 48), generator=gen)  # for mixers that read token ids as well
     for name in mixers.names():
         torch.manual_seed(0)
         m = mixers.build(name, dim=16).double().eval()
         with torch.no_grad():
-            y, _ = m(x)
+            y, _ = m(x, **({"tokens": ids} if m.needs_tokens else {}))
             state = m.init_state(2, dtype=torch.float64)
             steps = []
             for t in range(x.shape[1]):
-                y_t, state = m.step(x[:, t], state)
+                y_t, state = m.step(x[:, t], state, **({"tokens": ids[:, t]} if m.needs_tokens else {}))
                 steps.append(y_t)
         out[name] = float((y - torch.stack(steps, 1)).abs().max())
     return out

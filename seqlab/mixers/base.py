@@ -6,6 +6,12 @@ implement ``mix`` (the parallel face, which also continues from a state),
 token) defaults to ``mix`` on a length-1 sequence and is overridden where a
 dedicated single-token update is faster. The shared conformance test in
 ``tests/mixers/test_conformance.py`` proves both faces agree.
+
+A mixer that reads the token ids as well as ``x`` (an n-gram layer matches
+tokens, not activations) declares ``needs_tokens = True``; it is then called
+``m(x, state, tokens=ids)`` and ``m.step(x_t, state, tokens=ids_t)``, and its
+``mix`` takes ``tokens`` (B, T). The LM's blocks pass the ids to such mixers
+only, and every other mixer refuses them.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ class Mixer(nn.Module):
     State: ClassVar[type[State]]
     example_options: ClassVar[dict[str, Any]] = {}
     cost: ClassVar[str] = ""
+    # Whether mix and step read the token ids beside x (keyword ``tokens``): declared, never
+    # probed. The LM hands the ids to these mixers only (seqlab.models.lm.Block).
+    needs_tokens: ClassVar[bool] = False
 
     def __init__(self, dim: int, cfg: Config):
         super().__init__()
@@ -67,7 +76,10 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
     def mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
-        """Parallel face. ``state`` None means a fresh start (zero state)."""
+        """Parallel face. ``state`` None means a fresh start (zero state).
+
+        A mixer with ``needs_tokens`` takes ``mix(x, state, tokens=ids)``, ids (B, T) int64.
+        """
         raise NotImplementedError
 
     def state_size(self, seq_len: int) -> int:
@@ -80,29 +92,38 @@ class Mixer(nn.Module):
         return False
 
     # -- public faces -----------------------------------------------------------
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None = None, *,
+                tokens: Tensor | None = None) -> tuple[Tensor, State]:
         """Run the parallel face on ``x: (B, T, D)``, continuing from ``state``.
 
-        Returns ``(y, new_state)``; ``state`` itself is never modified.
+        ``tokens`` (B, T): the token ids at x's positions, for (and only for) a mixer with
+        ``needs_tokens``. Returns ``(y, new_state)``; ``state`` itself is never modified.
 
         Raises:
-            ValueError: ``x`` is not a floating (B, T, dim) tensor.
+            ValueError: ``x`` is not a floating (B, T, dim) tensor; tokens missing, of
+                another shape or given to a mixer that does not read them.
             StateError: ``state`` is of another mixer's type or batch size.
         """
         self.check_input(x, rank=3)
         if state is not None:
             self.check_state(state, x.shape[0])
-        return self.mix(x, state)
+        return self.mix(x, state, **self.check_tokens(tokens, x))
 
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """Recurrent face: one token ``x_t: (B, D)`` -> ``(y_t: (B, D), state)``."""
+    def step(self, x_t: Tensor, state: State, *,
+             tokens: Tensor | None = None) -> tuple[Tensor, State]:
+        """Recurrent face: one token ``x_t: (B, D)`` -> ``(y_t: (B, D), state)``
+        (``tokens`` (B,) for a mixer with ``needs_tokens``)."""
         self.check_input(x_t, rank=2)
         self.check_state(state, x_t.shape[0])
-        return self.step_unchecked(x_t, state)
+        return self.step_unchecked(x_t, state, **self.check_tokens(tokens, x_t))
 
-    def step_unchecked(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step_unchecked(self, x_t: Tensor, state: State, *,
+                       tokens: Tensor | None = None) -> tuple[Tensor, State]:
         """``step`` without the checks (the model calls this in its decode loop)."""
-        y, state = self.mix(x_t.unsqueeze(1), state)
+        if tokens is None:
+            y, state = self.mix(x_t.unsqueeze(1), state)
+        else:
+            y, state = self.mix(x_t.unsqueeze(1), state, tokens=tokens.unsqueeze(1))
         return y.squeeze(1), state
 
     # -- checks -------------------------------------------------------------------
@@ -122,6 +143,33 @@ class Mixer(nn.Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"{self.name} was built with dim = {self.dim} but x has last dimension "
                              f"{x.shape[-1]} (shape {tuple(x.shape)})")
+
+    def check_tokens(self, tokens: Tensor | None, x: Tensor) -> dict[str, Tensor]:
+        """The keyword arguments that hand ``tokens`` to ``mix``: ``{"tokens": tokens}`` for
+        a mixer with ``needs_tokens`` (ids of x's batch and length), ``{}`` for the others.
+
+        Raises:
+            ValueError: a mixer that reads token ids got none, or ids that are not integers
+                of shape ``x.shape[:-1]``; or ids given to a mixer that does not read them.
+        """
+        if not self.needs_tokens:
+            if tokens is not None:
+                raise ValueError(f"{self.name} does not read token ids; call it without tokens=")
+            return {}
+        shape = tuple(x.shape[:-1])
+        if tokens is None:
+            raise ValueError(
+                f"{self.name} reads the token ids as well as x: call it with tokens=ids, ids "
+                f"of shape {shape} (int64, one per position of x); inside a model "
+                "(seqlab.models.build_lm) the model passes them")
+        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex() \
+                or tokens.dtype == torch.bool:
+            raise ValueError(f"{self.name} expects integer token ids (int64), got "
+                             f"{getattr(tokens, 'dtype', type(tokens).__name__)}")
+        if tuple(tokens.shape) != shape:
+            raise ValueError(f"{self.name} got token ids of shape {tuple(tokens.shape)} for x of "
+                             f"shape {tuple(x.shape)}: expected one id per position, {shape}")
+        return {"tokens": tokens}
 
     def check_state(self, state: State, batch_size: int) -> None:
         if not isinstance(state, self.State):

@@ -27,9 +27,12 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def save(model: LM, path: str | os.PathLike) -> Path:
-    """Write ``model`` to folder ``path`` (created if needed); returns the folder."""
-    return write_folder(model, path, "lm")
+def save(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model`` (any family in ``seqlab.models.kinds.MODELS``) to folder ``path``
+    (created if needed); returns the folder."""
+    from seqlab.models.kinds import kind_of
+
+    return write_folder(model, path, kind_of(model))
 
 
 def write_folder(model: torch.nn.Module, path: str | os.PathLike, kind: str) -> Path:
@@ -66,7 +69,11 @@ def verify_folder(path: str | os.PathLike) -> None:
                                   "earlier checkpoint or a backup copy; nothing was loaded")
 
 
-def load_config(path: str | os.PathLike) -> LMConfig:
+def load_config(path: str | os.PathLike):
+    """The config saved in checkpoint folder ``path``, of its model family (``"kind"``; files
+    written before families had one are LMs)."""
+    from seqlab.models.kinds import MODELS
+
     path = Path(path)
     cfg_file = path / CONFIG
     if not path.is_dir():
@@ -78,7 +85,17 @@ def load_config(path: str | os.PathLike) -> LMConfig:
     text = read_text(cfg_file, CheckpointError, "restore it from a copy or retrain")
     try:
         data = json.loads(text)
-        return LMConfig.from_dict(data["config"])
+        kind = data.get("kind", "lm")
+        config = data["config"]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: bad JSON
+        raise CheckpointError(f"{cfg_file} is corrupt ({e}); restore it from a copy or retrain")
+    if kind not in MODELS:
+        hint = (" (load it with seqlab.models.classifier.load_classifier)"
+                if kind == "classifier" else "")
+        raise CheckpointError(f"{cfg_file} holds a model of kind {kind!r}{hint}; "
+                              f"seqlab.models.load reads: {', '.join(MODELS)}")
+    try:
+        return MODELS[kind][0].from_dict(config)
     except ConfigError as e:
         raise CheckpointError(f"{cfg_file} holds an invalid config: {e}")
     except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON
@@ -110,12 +127,14 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",
             truncated, do not match the config or the checksum manifest, or hold
             non-finite values.
     """
+    from seqlab.models.kinds import MODELS
+
     verify_folder(path)
     cfg = load_config(path)
     weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS}")
-    model = LM(cfg)
+    model = next(cls for cfg_cls, cls in MODELS.values() if type(cfg) is cfg_cls)(cfg)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -7,7 +7,8 @@ norms on the mixer's and the MLP's outputs too (``post_norms``) and embeddings
 scaled by ``embed_scale``. The layer pattern names one registered mixer per layer, so a hybrid is a
 list such as ``["mamba", "mamba", "attention"] * 4``. The model has the same
 two faces as its mixers: ``model(tokens, state)`` runs a whole chunk in
-parallel and ``model.step(token, state)`` advances one token.
+parallel and ``model.step(token, state)`` advances one token. The token ids also reach
+the mixers that declare ``needs_tokens`` (the n-gram layer matches them), through the blocks.
 """
 
 from __future__ import annotations
@@ -200,22 +201,37 @@ class Block(nn.Module):
         # seqlab.models.block_step, one C++ call.
         self.fused_step = False
 
-    def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None, tokens: Tensor | None = None
+                ) -> tuple[Tensor, State]:
+        """``x (B, T, dim)``; ``tokens (B, T)``, the ids at x's positions, reach mixers that
+        declare ``needs_tokens`` (as do those of ``step`` and ``forward_tree``)."""
         if (self.fused_step and state is not None and max(state.lengths, default=0) > 0
                 and not (torch.is_grad_enabled() and x.requires_grad)):
             return block_step(self, x, state)  # a chunk after a cache
-        h, state = self.mixer.mix(self.mixer_norm(x), state)
+        h, state = self.mixer.mix(self.mixer_norm(x), state, **self._tokens(tokens))
         return self._residuals(x, h), state
 
-    def forward_tree(self, x: Tensor, state: State, depth: Tensor, visible: Tensor):
-        h, state = self.mixer.mix_tree(self.mixer_norm(x), state, depth, visible)
+    def forward_tree(self, x: Tensor, state: State, depth: Tensor, visible: Tensor,
+                     tokens: Tensor | None = None):
+        h, state = self.mixer.mix_tree(self.mixer_norm(x), state, depth, visible,
+                                       **self._tokens(tokens))
         return self._residuals(x, h), state
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, tokens: Tensor | None = None) -> tuple[Tensor, State]:
         if self.fused_step and not (torch.is_grad_enabled() and x.requires_grad):
             return block_step(self, x, state)
-        h, state = self.mixer.step_unchecked(self.mixer_norm(x), state)
+        h, state = self.mixer.step_unchecked(self.mixer_norm(x), state, **self._tokens(tokens))
         return self._residuals(x, h), state
+
+    def _tokens(self, tokens: Tensor | None) -> dict[str, Tensor]:
+        """The ``tokens=`` keyword for a mixer that declares ``needs_tokens``; none for the others."""
+        if not self.mixer.needs_tokens:
+            return {}
+        if tokens is None:
+            raise ValueError(f"this block's {self.mixer.name} mixer reads the token ids, and its "
+                             "caller passed none: run it inside a token model (build_lm), which "
+                             "passes them")
+        return {"tokens": tokens}
 
     def _residuals(self, x: Tensor, h: Tensor) -> Tensor:
         """``x`` plus the mixer's output ``h``, then plus the MLP (each output normed first
@@ -321,7 +337,7 @@ class LM(nn.Module):
         x = self._embed(tokens)
         new = []
         for block, s in zip(self.blocks, layer_states):
-            x, s = block(x, s)
+            x, s = block(x, s, tokens)
             new.append(s)
         return self.norm(x), LMState(tuple(new))
 
@@ -332,7 +348,7 @@ class LM(nn.Module):
         x = self._embed(token)
         new = []
         for block, s in zip(self.blocks, layer_states):
-            x, s = block.step(x, s)
+            x, s = block.step(x, s, token)
             new.append(s)
         return self.head(self.norm(x)), LMState(tuple(new))
 
@@ -358,7 +374,7 @@ class LM(nn.Module):
         x = self._embed(tokens)
         new = []
         for block, s in zip(self.blocks, layer_states):
-            x, s = block.forward_tree(x, s, depth, visible)
+            x, s = block.forward_tree(x, s, depth, visible, tokens)
             new.append(s)
         return self.head(self.norm(x)), LMState(tuple(new))
 

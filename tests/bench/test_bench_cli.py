@@ -53,7 +53,7 @@ def test_probes_lists_registered_probes(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "no-such-probe", "--mixers", "attention"], "unknown probe 'no-such-probe'"),
     (["run", "test-copy-first", "--mixers", "atention"],
-     "CellConfig.mixer[0] = atention: unknown mixer 'atention'; known mixers: aaren, attention"),
+     "CellConfig.mixer[0] = atention: unknown mixer 'atention'; known mixers: aaren, atlas, attention"),
     (["run", "test-copy-first", "--mixers", "lstm,attention(windw=4,heads=2)"],
      "CellConfig.mixer[0] = attention(windw=4,heads=2): AttentionConfig has no option 'windw'"),
     (["run", "test-copy-first", "--mixers", "attention(window=4"],

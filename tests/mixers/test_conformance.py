@@ -2,7 +2,9 @@
 
 A mixer is covered by registering it: these tests build it with its
 ``example_options`` at dim 32 in float64 and prove that its parallel and
-recurrent faces agree, that it is causal, and that its state behaves.
+recurrent faces agree, that it is causal, and that its state behaves. A mixer
+that reads token ids (``needs_tokens``) gets ids made from x at every call
+(``tests/mixers/token_ids.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 import seqlab
 from seqlab.state import State
+from tests.mixers.token_ids import with_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +42,7 @@ def make(name: str, dtype=torch.float64):
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return m
+    return with_tokens(m)
 
 
 def chunkings(total: int, seed: int) -> list[list[int]]:

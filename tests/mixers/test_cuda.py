@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import seqlab
+from tests.mixers.token_ids import with_tokens
 
 pytestmark = pytest.mark.gpu
 NAMES = seqlab.mixers.names()
@@ -16,7 +17,7 @@ NAMES = seqlab.mixers.names()
 
 def pair(name):
     cls = seqlab.mixers.get(name)
-    cpu = seqlab.mixers.build(name, dim=64, **cls.example_options).double()
+    cpu = with_tokens(seqlab.mixers.build(name, dim=64, **cls.example_options).double())
     return cpu, copy.deepcopy(cpu).cuda()
 
 

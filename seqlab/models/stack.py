@@ -1,0 +1,54 @@
+"""A stack of LM blocks on embeddings: ``blocks -> norm``, without a vocabulary.
+
+The hierarchical models run their inner models (a global model over block embeddings, a
+local model inside a block) as stacks of the same blocks the decoder LM uses
+(:class:`seqlab.models.lm.Block`), built from a layer pattern of registered mixers, with
+both faces: ``stack(x, state)`` on ``(B, T, D)`` and ``stack.step(x_t, state)`` on ``(B, D)``.
+
+Example:
+    >>> stack = Stack(LMConfig(vocab_size=1, dim=64, layers="attention*2"))
+    >>> h, state = stack(torch.randn(2, 8, 64))
+    >>> h_t, state = stack.step(torch.randn(2, 64), state)
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from seqlab.models.lm import Block, LMConfig, LMState, _build_mixer
+from seqlab.nn import RMSNorm
+
+
+class Stack(nn.Module):
+    """The blocks of ``cfg.layers`` and a final RMSNorm (``cfg.vocab_size`` is not used)."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg, _build_mixer(cfg, i)) for i in range(len(cfg.layers)))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        for block in self.blocks:  # as the LM initialises its MLPs (GPT-2's residual scaling)
+            if block.mlp is not None:
+                for lin in (block.mlp.gate_proj, block.mlp.up_proj):
+                    nn.init.normal_(lin.weight, std=cfg.init_std)
+                nn.init.normal_(block.mlp.down_proj.weight,
+                                std=cfg.init_std / (2 * len(self.blocks)) ** 0.5)
+
+    def forward(self, x: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
+        layer_states = [None] * len(self.blocks) if state is None else state.layers
+        new = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block(x, s)
+            new.append(s)
+        return self.norm(x), LMState(tuple(new))
+
+    def step(self, x: Tensor, state: LMState) -> tuple[Tensor, LMState]:
+        new = []
+        for block, s in zip(self.blocks, state.layers):
+            x, s = block.step(x, s)
+            new.append(s)
+        return self.norm(x), LMState(tuple(new))
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> LMState:
+        return LMState(tuple(b.mixer.init_state(batch_size, device=device, dtype=dtype)
+                             for b in self.blocks))
