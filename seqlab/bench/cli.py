@@ -2,8 +2,10 @@
 
     seqlab bench run PROBE --mixers attention,mamba,hybrid --dims 32,64,128 [--lengths 512,1024]
                      [--seeds 0,1] [--steps N] [--batch-size B] [--lr LR[,LR...]] [--layers N]
-                     [--set probe.FIELD=V] [--set model.FIELD=V] [--set train.FIELD=V]
+                     [--sparsity S[,S...]] [--set probe.FIELD=V] [--set model.FIELD=V]
+                     [--set train.FIELD=V] [--set sparsity.FIELD=V]
                      [--out FILE] [--smoke]
+    seqlab bench run --data-file PATH [--task classify|regress] --mixers ... (the same options)
     seqlab bench report RESULTS [--out DIR]
     seqlab bench probes
 
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from seqlab.config import ConfigError  # stdlib-only module: cheap to import for every command
 
 # A seconds-long sweep: a handful of small steps and a small test set per cell.
 SMOKE = {"steps": 8, "batch_size": 8, "warmup": 2, "eval_batches": 2, "eval_batch_size": 8}
-SECTIONS = ("probe", "model", "train")
+SECTIONS = ("probe", "model", "train", "sparsity")   # sparsity: train.sparsity, as in seqlab train
 
 
 def _number_list(text: str | None, flag: str, convert, allowed, expected: str, example: str) -> tuple:
@@ -51,33 +54,60 @@ def sweep_from_args(args: argparse.Namespace):
     from seqlab.models.pattern import split_patterns
     from seqlab.train.config import apply_overrides
 
+    probe, file_params = probe_and_file(args)
     sets = apply_overrides({s: {} for s in SECTIONS}, args.set or [])
     unknown = sorted(set(sets) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"--set {unknown[0]}.… is not allowed: the sections are probe (the probe's "
                             "parameters), model (LMConfig fields, e.g. model.mixer_options.attention."
-                            "heads=1) and train (e.g. train.warmup=10)")
+                            "heads=1), train (e.g. train.warmup=10) and sparsity (e.g. "
+                            "sparsity.method=random_graph)")
     mixers = tuple(split_patterns(args.mixers or ""))   # top-level commas: one cell per pattern
     if not mixers:
         raise ConfigError("--mixers is empty: name one or more mixers, e.g. --mixers attention,mamba")
     flags = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
     lrs = _float_list(args.lr, "--lr")
+    sparsities = _number_list(args.sparsity, "--sparsity", float, lambda v: 0 <= v < 1,
+                              "fractions in [0, 1)", "0,0.5,0.9")
     # Later wins: --smoke's budget, then the flags, then --set.
     train = {**(SMOKE if args.smoke else {}), **flags, **sets["train"]}
+    if sets["sparsity"]:
+        train["sparsity"] = {**train.get("sparsity", {}), **sets["sparsity"]}
     return SweepConfig.from_dict({
-        "probe": args.probe, "mixers": mixers, "dims": _int_list(args.dims, "--dims"),
+        "probe": probe, "mixers": mixers, "dims": _int_list(args.dims, "--dims"),
         "seeds": _int_list(args.seeds, "--seeds", minimum=0),
         "train_lengths": _int_list(args.train_lengths, "--train-lengths", minimum=2),
         "test_lengths": _int_list(args.lengths, "--lengths", minimum=2),
-        "lrs": lrs, "layers": args.layers, "probe_params": sets["probe"], "model": sets["model"],
+        "lrs": lrs, "sparsities": sparsities, "layers": args.layers,
+        "probe_params": {**file_params, **sets["probe"]}, "model": sets["model"],
         "train": train})
 
 
+def probe_and_file(args: argparse.Namespace) -> tuple[str, dict]:
+    """The probe a ``bench run`` command line names, and the file probe's parameters that
+    ``--data-file`` and ``--task`` give (``--set probe.FIELD`` may override them)."""
+    if args.data_file is None:
+        if args.task is not None:
+            raise ConfigError("--task goes with --data-file: it says whether the file's labels are "
+                              "classes (classify) or numbers to predict (regress)")
+        if args.probe is None:
+            raise ConfigError("name a probe (seqlab bench probes lists them), or bring your own data "
+                              "with --data-file PATH --task classify|regress")
+        return args.probe, {}
+    if args.probe not in (None, "file"):
+        raise ConfigError(f"--data-file reads your data with the file probe; drop the probe name "
+                          f"{args.probe!r}")
+    return "file", {"path": args.data_file, **({"task": args.task} if args.task else {})}
+
+
 def _command_line(args: argparse.Namespace) -> str:
-    parts = ["seqlab bench run", args.probe, "--mixers", args.mixers, "--dims", args.dims]
-    for flag, value in (("--lengths", args.lengths), ("--train-lengths", args.train_lengths),
+    parts = ["seqlab bench run", *([args.probe] if args.probe else []), "--mixers", args.mixers,
+             "--dims", args.dims]
+    for flag, value in (("--data-file", args.data_file), ("--task", args.task),
+                        ("--lengths", args.lengths), ("--train-lengths", args.train_lengths),
                         ("--seeds", args.seeds), ("--layers", args.layers), ("--steps", args.steps),
-                        ("--batch-size", args.batch_size), ("--lr", args.lr)):
+                        ("--batch-size", args.batch_size), ("--lr", args.lr),
+                        ("--sparsity", args.sparsity)):
         if value is not None:
             parts += [flag, str(value)]
     parts += [f"--set {s}" for s in args.set or []]
@@ -92,7 +122,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from seqlab.train.trainer import resolve_device
 
     if args.out is None:
-        args.out = f"runs/bench/{args.probe}.jsonl"
+        probe, _ = probe_and_file(args)
+        name = f"file-{Path(args.data_file).name.split('.')[0]}" if args.data_file else probe
+        args.out = f"runs/bench/{name}.jsonl"
     sweep = sweep_from_args(args)
     # Process-wide, so done here at the entry point: ~20% faster CPU steps (see seqlab/bench/alloc.py).
     tuned = resolve_device(args.device, what="--device").type == "cpu" and retain_freed_memory()
@@ -161,7 +193,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = actions.add_parser("run", help="run a sweep, appending one JSON line per cell",
                            description="Run probe x mixer x dim x train length x seed. Cells already "
                            "in --out are skipped, so an interrupted sweep continues where it stopped.")
-    r.add_argument("probe", help="probe name (seqlab bench probes lists them)")
+    r.add_argument("probe", nargs="?", help="probe name (seqlab bench probes lists them); "
+                   "omitted with --data-file")
+    r.add_argument("--data-file", metavar="PATH",
+                   help="your own labelled sequences (.npz/.npy, CSV/.tsv, MNIST idx, UCR/UEA .ts; "
+                   "see seqlab/tasks/seqfiles.py) instead of a probe; more options with "
+                   "--set probe.FIELD (e.g. probe.test_path=X_TEST.ts, probe.label_column=last)")
+    r.add_argument("--task", choices=("classify", "regress"),
+                   help="with --data-file: the labels are classes (classify, the default; accuracy) "
+                   "or numbers to predict (regress; mse and r2)")
     r.add_argument("--mixers", required=True,
                    help="comma-separated layer patterns, one cell each, in seqlab train's syntax: "
                    "a mixer name, layers joined by '+' with options in parentheses "
@@ -175,9 +215,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--batch-size", type=int, help="training sequences per step")
     r.add_argument("--lr", help="peak learning rate, or several (1e-3,1e-2): a cell each, and the "
                    "report keeps each mixer's best")
+    r.add_argument("--sparsity", help="sparsity targets of the mixers' matrices, a cell each, e.g. "
+                   "0,0.5,0.9 (0: dense); how is set by --set sparsity.FIELD (seqlab.train.sparsity)")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="probe.FIELD (probe parameters), model.FIELD (LMConfig, e.g. "
-                   "model.mixer_options.attention.heads=1) or train.FIELD (e.g. train.warmup=10); repeatable")
+                   "model.mixer_options.attention.heads=1), train.FIELD (e.g. train.warmup=10) or "
+                   "sparsity.FIELD (e.g. sparsity.method=random_graph); repeatable")
     r.add_argument("--out", help="results file (default runs/bench/PROBE.jsonl)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     r.add_argument("--smoke", action="store_true", help="a seconds-long sweep (8 small steps per cell)")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from seqlab.config import require
 from seqlab.tasks.probes import IGNORE, Probe, ProbeBatch
 from seqlab.train.optim import OptimizerConfig, make_optimizer, optimizer_step
+from seqlab.train.sparsity import Pruner, SparsityConfig
 from seqlab.train.trainer import autocast_context, autocast_dtype
 
 
@@ -38,7 +39,8 @@ class ProbeTrainConfig(OptimizerConfig):
 
     The optimiser fields are ``seqlab.train.optim.OptimizerConfig``'s, as in
     :class:`seqlab.train.TrainConfig` (AdamW, linear warm-up then cosine decay to
-    ``lr * min_lr_ratio``); the sequence length comes from the probe.
+    ``lr * min_lr_ratio``); the sequence length comes from the probe. ``sparsity``
+    prunes or masks the mixers' matrices (``seqlab.train.sparsity``; off by default).
     """
 
     batch_size: int = 64
@@ -50,6 +52,7 @@ class ProbeTrainConfig(OptimizerConfig):
     stop_at_accuracy: float = 0.0
     check_every: int = 50
     check_batches: int = 2
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "eval_batches", "eval_batch_size", "check_every",
@@ -69,6 +72,7 @@ class FitResult:
     message: str = ""
     checks: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
     reached_at: int | None = None               # step whose check reached stop_at_accuracy
+    sparsity: float | None = None               # zeros in the pruned matrices at the end
 
 
 def scored_logits(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
@@ -85,15 +89,21 @@ def scored_logits(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
 
 
 def probe_outputs(model: nn.Module, probe: Probe, batch: ProbeBatch) -> Tensor:
-    """What ``probe.score`` reads: scored-position logits (kind "lm") or class logits."""
+    """What ``probe.score`` reads: scored-position logits (kind "lm"), class logits, or
+    predicted targets (kind "regress")."""
     if probe.kind == "lm":
         return scored_logits(model, batch.inputs, batch.targets)
+    if "lengths" in batch.extra:   # sequences of several lengths, padded at the end (file probe)
+        return model(batch.inputs, lengths=batch.extra["lengths"])
     return model(batch.inputs)
 
 
 def probe_loss(model: nn.Module, probe: Probe, batch: ProbeBatch) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy over the scored positions (or sequences), and the outputs."""
+    """Mean cross-entropy over the scored positions (or sequences), or for kind "regress"
+    the mean squared error of the (B, K) targets; and the outputs."""
     out = probe_outputs(model, probe, batch)
+    if probe.kind == "regress":
+        return F.mse_loss(out.float(), batch.targets), out
     targets = batch.targets[batch.targets != IGNORE] if probe.kind == "lm" else batch.targets
     return F.cross_entropy(out.float(), targets), out
 
@@ -109,7 +119,8 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
 
     With ``cfg.stop_at_accuracy > 0`` the validation split (a stream disjoint from
     train and test) is scored every ``cfg.check_every`` steps, and training stops at
-    the first check that reaches it; ``checks`` keeps the learning curve.
+    the first check that reaches it; ``checks`` keeps the learning curve. With
+    ``cfg.sparsity`` on, it never stops before the masks reach their final sparsity.
 
     Args:
         on_step: called after each optimizer step with (steps done, loss); returning True
@@ -118,6 +129,9 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
     device = torch.device(device)
     amp = autocast_dtype(cfg, device)
     opt = make_optimizer(model, cfg)
+    pruner = Pruner(cfg.sparsity, model, cfg.steps).to(device) if cfg.sparsity.enabled else None
+    if pruner is not None:
+        pruner.start(opt)
     result = FitResult(status="ok", steps=0)
     model.train()
     t0 = time.perf_counter()
@@ -130,7 +144,7 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
             loss.backward()
             return loss.item()
 
-        loss_val, problem = optimizer_step(model, opt, step, cfg, backward)
+        loss_val, problem = optimizer_step(model, opt, step, cfg, backward, pruner)
         if problem is not None:
             result.status = "nan"
             result.message = f"{problem}; try a lower lr or grad_clip"
@@ -139,7 +153,9 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
         result.losses.append(loss_val)
         if on_step is not None and on_step(step + 1, loss_val):
             break
-        if cfg.stop_at_accuracy > 0 and ((step + 1) % cfg.check_every == 0 or step + 1 == cfg.steps):
+        pruned = pruner is None or step + 1 >= pruner.final_step
+        if cfg.stop_at_accuracy > 0 and pruned and \
+                ((step + 1) % cfg.check_every == 0 or step + 1 == cfg.steps):
             acc = evaluate_probe(model, probe, batches=cfg.check_batches, batch_size=cfg.eval_batch_size,
                                  seed=seed, device=device, amp=amp, split="val")["accuracy"]
             result.checks.append((step + 1, acc))
@@ -147,6 +163,7 @@ def fit_probe(model: nn.Module, probe: Probe, cfg: ProbeTrainConfig, *, seed: in
                 result.reached_at = step + 1
                 break
     result.train_s = time.perf_counter() - t0
+    result.sparsity = pruner.sparsity() if pruner is not None else None
     return result
 
 

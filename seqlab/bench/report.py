@@ -8,7 +8,8 @@ lengths, accuracy against test length, one line per mixer (a panel per
 dimension). Where a cell was trained
 at several learning rates the plots use its best one (the table shows all,
 the best marked). Points average the seeds; with several seeds a bar spans
-their min and max. Matplotlib draws through
+their min and max. A regression (a file probe with ``--task regress``) is shown by R²
+in place of accuracy, with its MSE in the table. Matplotlib draws through
 its Agg canvas directly, so no global backend is switched and no display is
 needed.
 
@@ -20,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +37,28 @@ class ReportFiles:
     skipped_lines: list[int] = field(default_factory=list)
 
 
-def _accuracy_at(record: dict, length: int) -> float | None:
+def _accuracy_at(record: dict, length: int, metric: str = "accuracy") -> float | None:
     for e in record.get("by_length", []):
-        if e.get("seq_len") == length and "accuracy" in e:
-            return e["accuracy"]
+        if e.get("seq_len") == length and metric in e:
+            return e[metric]
     return None
+
+
+def headline(records: list[dict]) -> str:
+    """The metric tables and plots lead with: ``accuracy``, or ``r2`` for a regression."""
+    if any("mse" in r.get("metrics", {}) for r in records) and \
+            not any("accuracy" in r.get("metrics", {}) for r in records):
+        return "r2"
+    return "accuracy"
+
+
+_LABELS = {"accuracy": "accuracy", "r2": "R²"}
+
+
+def _score(record: dict) -> float:
+    """Higher is better: accuracy, or R² for a regression."""
+    m = record.get("metrics", {})
+    return m.get("accuracy", m.get("r2", float("-inf")))
 
 
 def _fmt(value, spec: str) -> str:
@@ -107,8 +126,7 @@ def best_over_lr(records: list[dict]) -> list[dict]:
             continue
         group = json.dumps([r["probe"], r["mixer"], r["dim"], r["layers"], r["seq_len"], r["seed"],
                             _options(r)], sort_keys=True)
-        acc = r.get("metrics", {}).get("accuracy", -1.0)
-        if group not in best or acc > best[group].get("metrics", {}).get("accuracy", -1.0):
+        if group not in best or _score(r) > _score(best[group]):
             best[group] = r
     return list(best.values())
 
@@ -122,15 +140,18 @@ def markdown_table(records: list[dict]) -> str:
     chosen = {id(r) for r in best_over_lr(records)}
     names = series_names(records)
     several = len({_lr(r) for r in records}) > 1
+    columns = ([("acc", "accuracy", ".3f")] if headline(records) == "accuracy"
+               else [("R²", "r2", ".3f"), ("MSE", "mse", ".4g")])
     head = (["mixer", "dim", "layers", "train len", "lr", "seed", "status"]
-            + [f"acc @{n}" for n in lengths] + ["steps", "params", "state bytes", "train s"])
+            + [f"{name} @{n}" for name, _, _ in columns for n in lengths]
+            + ["steps", "params", "state bytes", "train s"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = sorted(records, key=lambda r: (names[id(r)], r["dim"], r["seq_len"], _lr(r) or 0, r["seed"]))
     for r in order:
         lr = _fmt(_lr(r), "g") + (" *" if several and id(r) in chosen else "")
         cells = [names[id(r)], str(r["dim"]), str(r["layers"]), str(r["seq_len"]), lr, str(r["seed"]),
                  r["status"] if r["status"] == "ok" else f"{r['status']}: {r['message'][:60]}"]
-        cells += [_fmt(_accuracy_at(r, n), ".3f") for n in lengths]
+        cells += [_fmt(_accuracy_at(r, n, key), spec) for _, key, spec in columns for n in lengths]
         cells += [_fmt(r.get("steps"), "d"), _fmt(r.get("params"), ","),
                   _fmt(r.get("state_bytes"), ","), _fmt(r.get("train_s"), ".1f")]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
@@ -146,7 +167,7 @@ def _series(points: dict) -> tuple[list, list, list, list]:
     return xs, means, lo, hi
 
 
-def _figure(panels: dict, title: str, xlabel: str, path: Path) -> Path:
+def _figure(panels: dict, title: str, xlabel: str, path: Path, metric: str = "accuracy") -> Path:
     """panels: {(order, panel title, x to mark or None): {mixer: {x: [accuracies]}}} -> one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -167,15 +188,21 @@ def _figure(panels: dict, title: str, xlabel: str, path: Path) -> Path:
         ticks = sorted({x for series in panels[key].values() for x in series})
         ax.set_xticks(ticks, [str(t) for t in ticks], rotation=45 if len(ticks) > 6 else 0)
         ax.minorticks_off()
-        ax.set_ylim(-0.02, 1.02)
+        _set_ylim(ax, metric, [v for s in panels[key].values() for vs in s.values() for v in vs])
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(_LABELS[metric])
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: no curve hidden
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _set_ylim(ax, metric: str, values: list[float]) -> None:
+    # Accuracy lives in [0, 1]; R² is at most 1 but has no floor (worse than the mean).
+    low = -0.02 if metric == "accuracy" else min(-0.02, min(values, default=0.0) - 0.05)
+    ax.set_ylim(low, 1.02)
 
 
 def _by_panel(records: list[dict], key) -> dict:
@@ -191,21 +218,21 @@ def _nested() -> dict:
     return defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
 
 
-def plot_accuracy_vs_dim(records: list[dict], path: Path) -> Path:
+def plot_accuracy_vs_dim(records: list[dict], path: Path, metric: str = "accuracy") -> Path:
     """Accuracy at the trained length against model dimension: a line per mixer, a panel per
     training length."""
     panels = _nested()
-    ok = [r for r in records if r["status"] == "ok" and "accuracy" in r.get("metrics", {})]
+    ok = [r for r in records if r["status"] == "ok" and metric in r.get("metrics", {})]
     for key, recs in _by_panel(ok, lambda r: (r["seq_len"], f"trained at length {r['seq_len']}",
                                                None)).items():
         names = series_names(recs)
         for r in recs:
-            panels[key][names[id(r)]][r["dim"]].append(r["metrics"]["accuracy"])
-    return _figure(panels, f"{records[0]['probe']}: accuracy vs model dimension", "model dimension",
-                   path)
+            panels[key][names[id(r)]][r["dim"]].append(r["metrics"][metric])
+    return _figure(panels, f"{section(records[0])}: {_LABELS[metric]} vs model dimension",
+                   "model dimension", path, metric)
 
 
-def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
+def plot_accuracy_vs_length(records: list[dict], path: Path, metric: str = "accuracy") -> Path:
     """Accuracy against test length: a line per mixer, a panel per (dim, training length);
     a dotted line marks the training length."""
     panels = _nested()
@@ -216,12 +243,13 @@ def plot_accuracy_vs_length(records: list[dict], path: Path) -> Path:
         names = series_names(recs)
         for r in recs:
             for e in r.get("by_length", []):
-                if "accuracy" in e:
-                    panels[key][names[id(r)]][e["seq_len"]].append(e["accuracy"])
-    return _figure(panels, f"{records[0]['probe']}: accuracy vs test length", "test length", path)
+                if metric in e:
+                    panels[key][names[id(r)]][e["seq_len"]].append(e[metric])
+    return _figure(panels, f"{section(records[0])}: {_LABELS[metric]} vs test length", "test length",
+                   path, metric)
 
 
-def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
+def plot_accuracy_by_mixer(records: list[dict], path: Path, metric: str = "accuracy") -> Path:
     """A bar per mixer (seed mean, min-max whisker) for a sweep with a single width and length."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -229,25 +257,35 @@ def plot_accuracy_by_mixer(records: list[dict], path: Path) -> Path:
     by: dict[str, list[float]] = defaultdict(list)
     series = series_names(records)
     for r in records:
-        if "accuracy" in r.get("metrics", {}):
-            by[series[id(r)]].append(r["metrics"]["accuracy"])
+        if metric in r.get("metrics", {}):
+            by[series[id(r)]].append(r["metrics"][metric])
     names, means, lo, hi = _series(by)
     fig = Figure(figsize=(1.2 * len(names) + 2.5, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     bars = ax.bar(names, means, yerr=[lo, hi], capsize=3, color="tab:blue")
     ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize="small")
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("accuracy")
+    ax.set_ylim(0 if metric == "accuracy" else min(0.0, min(means) - 0.05), 1.08)
+    ax.set_ylabel(_LABELS[metric])
     if max(len(n) for n in names) > 12:  # recipe names such as "mamba (batch_size=256)" collide
         ax.tick_params(axis="x", labelrotation=30)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
     r = records[0]
-    ax.set_title(f"{r['probe']}: d={r['dim']}, length {r['seq_len']}")
+    ax.set_title(f"{section(r)}: d={r['dim']}, length {r['seq_len']}")
     ax.grid(alpha=0.3, axis="y")
     fig.savefig(path, dpi=110)
     return path
+
+
+def section(record: dict) -> str:
+    """The report section of a record: its probe, or for a file probe the data file (and the
+    task when it is regress), since each data set is a task of its own."""
+    if record["probe"] != "file":
+        return record["probe"]
+    params = record.get("config", {}).get("probe_params", {})
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(params.get("path", "")).name)
+    return f"file-{name}" + ("-regress" if params.get("task") == "regress" else "")
 
 
 def write_report(results: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
@@ -269,7 +307,7 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
     files = ReportFiles(markdown=out / "report.md", skipped_lines=data.bad_lines)
     by_probe: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_probe[r["probe"]].append(r)
+        by_probe[section(r)].append(r)
     parts = [f"# Probe results: {results.name}", "",
              f"Made by `seqlab bench report {results}` from {len(records)} cells."]
     commands = sorted({r["command"] for r in records if r.get("command")})
@@ -281,7 +319,8 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
         why = sorted({(e["seq_len"], e["error"]) for r in recs for e in r.get("by_length", [])
                       if "error" in e})
         parts += [f"- length {n}: {msg}" for n, msg in why] + ([""] if why else [])
-        ok = best_over_lr(recs)
+        metric = headline(recs)
+        ok = [r for r in best_over_lr(recs) if metric in r.get("metrics", {})]
         if not ok:
             parts.append("No cell finished, so there is nothing to plot.")
             continue
@@ -291,16 +330,16 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
         several_lengths = len({e["seq_len"] for r in ok for e in r.get("by_length", [])}) > 1
         one_dim = len({r["dim"] for r in ok}) == 1
         if len({(r["dim"], r["seq_len"]) for r in ok}) == 1:
-            png = plot_accuracy_by_mixer(ok, out / f"{probe}-accuracy-by-mixer.png")
-            parts += [f"![{probe}: accuracy by mixer]({png.name})", ""]
+            png = plot_accuracy_by_mixer(ok, out / f"{probe}-{metric}-by-mixer.png", metric)
+            parts += [f"![{probe}: {metric} by mixer]({png.name})", ""]
             files.plots.append(png)
         elif not (one_dim and several_lengths):
-            png = plot_accuracy_vs_dim(ok, out / f"{probe}-accuracy-vs-dim.png")
-            parts += [f"![{probe}: accuracy vs model dimension]({png.name})", ""]
+            png = plot_accuracy_vs_dim(ok, out / f"{probe}-{metric}-vs-dim.png", metric)
+            parts += [f"![{probe}: {metric} vs model dimension]({png.name})", ""]
             files.plots.append(png)
         if several_lengths:
-            png = plot_accuracy_vs_length(ok, out / f"{probe}-accuracy-vs-length.png")
+            png = plot_accuracy_vs_length(ok, out / f"{probe}-{metric}-vs-length.png", metric)
             files.plots.append(png)
-            parts.append(f"![{probe}: accuracy vs test length]({png.name})")
+            parts.append(f"![{probe}: {metric} vs test length]({png.name})")
     files.markdown.write_text("\n".join(parts) + "\n")
     return files

@@ -73,7 +73,10 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
                 except (ConfigError, ValueError) as e:   # e.g. too short for the probe's layout
                     record["by_length"].append({**entry, "error": str(e)})
                     continue
-                entry.update(evaluate_probe(model, at, batches=cell.train.eval_batches,
+                # A finite test split (digits, a data file) is scored whole, each sequence once.
+                n = at.num_examples("test")
+                batches = cell.train.eval_batches if n is None else -(-n // cell.train.eval_batch_size)
+                entry.update(evaluate_probe(model, at, batches=batches,
                                             batch_size=cell.train.eval_batch_size, seed=cell.seed,
                                             device=device, amp=amp))
                 record["by_length"].append(entry)
@@ -143,6 +146,7 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
 def _cell_line(record: dict, label: str) -> str:
     if record["status"] != "ok":
         return f"{label}: {record['status'].upper()} - {record['message']}"
-    accs = ", ".join(f"L={e['seq_len']}: {e['accuracy']:.3f}" if "accuracy" in e
+    metric = "accuracy" if "accuracy" in record["metrics"] else "r2"   # r2: a regression probe
+    accs = ", ".join(f"L={e['seq_len']}: {e[metric]:.3f}" if metric in e
                      else f"L={e['seq_len']}: -" for e in record["by_length"])
-    return f"{label}: accuracy {accs} ({record['wall_s']:.1f} s)"
+    return f"{label}: {metric} {accs} ({record['wall_s']:.1f} s)"

@@ -1,7 +1,7 @@
 """What a sweep runs: one validated config per cell, and the model each cell trains.
 
-A sweep is probe x mixer x dim x train length x learning rate x seed (zoology style: a
-function returning a list of configs). A cell's config is the whole recipe:
+A sweep is probe x mixer x dim x train length x learning rate x sparsity x seed (zoology
+style: a function returning a list of configs). A cell's config is the whole recipe:
 its canonical JSON is the key under which its result is stored, so a
 re-run skips exactly the cells whose recipe has not changed.
 
@@ -27,8 +27,11 @@ from seqlab.config import Config, ConfigError, require
 from seqlab.models.classifier import ClassifierConfig, SequenceClassifier
 from seqlab.models.lm import LM, LMConfig
 from seqlab.models.pattern import LayerSpec, format_pattern, parse_layers, repeat_to
+from seqlab.models.series import SeriesConfig, SeriesModel
 from seqlab.tasks import probes
 from seqlab.tasks.probes import Probe
+from seqlab.tasks.probes.file import FileProbe
+from seqlab.train.sparsity import Pruner, SparsityConfig
 
 _SET_BY_SWEEP = ("vocab_size", "dim", "layers")   # LMConfig fields a cell decides
 
@@ -79,13 +82,20 @@ class CellConfig(Config):
     @property
     def key(self) -> str:
         """A short, stable digest of the whole recipe."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        recipe = self.to_dict()
+        if not self.train.sparsity.enabled:
+            # Left out when off, so dense cells keep the keys they had before sparsity
+            # options existed, and results files recorded then still skip them.
+            del recipe["train"]["sparsity"]
+        text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def label(self) -> str:
+        sparse = self.train.sparsity
+        extra = f" sparsity={sparse.target:g} ({sparse.method})" if sparse.enabled else ""
         return (f"{self.mixer} d={self.dim} L={self.build_probe().seq_len} lr={self.train.lr:g} "
-                f"seed={self.seed}")
+                f"seed={self.seed}{extra}")
 
     def build_probe(self) -> Probe:
         return probes.build(self.probe, **self.probe_params)
@@ -114,10 +124,14 @@ def _model_options_for(model: dict, pattern: tuple[LayerSpec, ...]) -> dict:
 
 
 def build_model(cell: CellConfig, probe: Probe) -> nn.Module:
-    """An LM (probe kind "lm") or a SequenceClassifier (kind "classify") for ``cell``."""
+    """An LM (probe kind "lm"), a SequenceClassifier (kind "classify"), or for a file probe
+    (real-valued steps; classify or regress) a SeriesModel, for ``cell``."""
     lm_cfg = cell.lm_config(probe)
     if probe.kind == "lm":
         return LM(lm_cfg)
+    if isinstance(probe, FileProbe):
+        return SeriesModel(SeriesConfig(backbone=lm_cfg, channels=probe.channels,
+                                        outputs=probe.num_outputs))
     if probe.num_classes is None:
         raise ConfigError(f"probe {probe.name!r} is of kind 'classify' but has no num_classes")
     return SequenceClassifier(ClassifierConfig(backbone=lm_cfg, num_classes=probe.num_classes))
@@ -130,7 +144,8 @@ class SweepConfig(Config):
     ``train_lengths`` empty means the probe's own ``seq_len`` (from its
     defaults or ``probe_params``); ``lrs`` empty means ``train.lr``. With several
     learning rates the report keeps each cell's best, as Zoology does: a mixer
-    is judged at the learning rate that suits it.
+    is judged at the learning rate that suits it. ``sparsities`` are targets of
+    ``train.sparsity`` (one cell each; 0 is the dense cell); empty means its own.
     """
 
     probe: str
@@ -140,6 +155,7 @@ class SweepConfig(Config):
     train_lengths: tuple[int, ...] = ()
     test_lengths: tuple[int, ...] = ()
     lrs: tuple[float, ...] = ()
+    sparsities: tuple[float, ...] = ()
     layers: int = 2
     probe_params: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
@@ -154,6 +170,7 @@ class SweepConfig(Config):
         require(all(n >= 2 for n in self.train_lengths), self, "train_lengths", "ints >= 2")
         require(all(n >= 2 for n in self.test_lengths), self, "test_lengths", "ints >= 2")
         require(all(lr > 0 for lr in self.lrs), self, "lrs", "positive numbers")
+        require(all(0 <= s < 1 for s in self.sparsities), self, "sparsities", "fractions in [0, 1)")
         probes.get(self.probe)  # names the known probes when this one is not
 
     def cells(self) -> list[CellConfig]:
@@ -169,13 +186,19 @@ class SweepConfig(Config):
                     # The resolved config, defaults included, so the cell key names the whole task.
                     params = probes.build(self.probe, **params).cfg.to_dict()
                     for lr in self.lrs or (self.train.lr,):
-                        train = dataclasses.replace(self.train, lr=lr)
-                        for seed in self.seeds:
-                            out.append(CellConfig(
-                                probe=self.probe, mixer=mixer, dim=dim, layers=self.layers, seed=seed,
-                                probe_params=params, train=train, eval_lengths=self.test_lengths,
-                                model=_model_options_for(self.model, layer_pattern(mixer))))
+                        for sparsity in self._sparsities():
+                            train = dataclasses.replace(self.train, lr=lr, sparsity=sparsity)
+                            for seed in self.seeds:
+                                out.append(CellConfig(
+                                    probe=self.probe, mixer=mixer, dim=dim, layers=self.layers,
+                                    seed=seed, probe_params=params, train=train,
+                                    eval_lengths=self.test_lengths,
+                                    model=_model_options_for(self.model, layer_pattern(mixer))))
         return out
+
+    def _sparsities(self) -> list[SparsityConfig]:
+        base = self.train.sparsity
+        return [dataclasses.replace(base, target=t) for t in self.sparsities] or [base]
 
 
 def check_cells(cells: list[CellConfig]) -> None:
@@ -192,6 +215,11 @@ def check_cells(cells: list[CellConfig]) -> None:
         seen.add(sig)
         try:
             probe = cell.build_probe()
-            build_model(cell, probe)
+            model = build_model(cell, probe)
+            if cell.train.sparsity.enabled:
+                Pruner(cell.train.sparsity, model, cell.train.steps)   # the matrices and graphs fit
         except (ConfigError, ValueError) as e:
             raise ConfigError(f"cell {cell.mixer} d={cell.dim}: {e}") from None
+        if probe.kind == "regress" and cell.train.stop_at_accuracy > 0:
+            raise ConfigError(f"ProbeTrainConfig.stop_at_accuracy = {cell.train.stop_at_accuracy:g} "
+                              "needs an accuracy, and a regression reports mse and r2; leave it at 0")

@@ -8,6 +8,13 @@ x_t is the input after a causal depthwise short convolution and SiLU; z_t is a g
 The parallel face runs the recurrence as a chunked scan (see ``selective_scan``);
 the recurrent face updates the state one token at a time.
 
+Training-free mitigations of state collapse (Stuffed Mamba, Chen et al. 2024,
+https://arxiv.org/abs/2410.07145), all off by default and usable on a trained model:
+    decay_scale λ, input_scale β ("forget more, remember less", the paper's method 1):
+        h_t = λ exp(dt_t A) ⊙ h_{t-1} + (dt_t x_t) (β B_t)ᵀ
+    state_norm c (the paper's method 2): after each update every channel's state row is
+        scaled back onto the ball of radius c:  h_t[e] <- h_t[e] · min(1, c / ||h_t[e]||)
+
 Example:
     >>> m = seqlab.mixers.build("mamba", dim=64, d_state=16)
     >>> y, state = m(torch.randn(2, 100, 64))              # parallel face
@@ -25,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from seqlab.config import Config, require
+from seqlab.config import Config, ConfigError, require
 from seqlab.mixers import register
 from seqlab.mixers.base import Mixer
 from seqlab.ops.selective_scan_cpu import selective_scan_cpu
@@ -59,6 +66,34 @@ class MambaConfig(Config):
             the same result to rounding; the recurrent ``step`` is the same for both.
         bias: bias on the input and output projections.
         conv_bias: bias on the short convolution.
+        decay_scale: λ in (0, 1], a constant factor on every per-token decay,
+            exp(dt_t A) -> λ exp(dt_t A): the start state and every token lose a further
+            factor λ per token, so nothing is kept much beyond ~1 / (1 - λ) tokens
+            whatever the learned dt (Stuffed Mamba's "forget more"; the paper's
+            alpha_t multiplier; its code tries 0.9999-0.99999 on Mamba-2 780M). 1: off. Costs
+            nothing: it is one addition to the log-decay in the chunked scan and the step.
+        input_scale: β > 0, a constant factor on B_t, the write into the state
+            (Stuffed Mamba's "remember less"; its code tries 0.7). The state is linear in B, so
+            alone it only scales the SSM's output β times against the D skip; it
+            matters with ``state_norm``, whose bound is then reached later. 1: off.
+        state_norm: None (off), one bound c > 0 for every channel, or a tuple of
+            d_inner bounds, one per channel. After each token's update, each channel's
+            state row h_t[e] (d_state numbers, the Mamba-1 analogue of a Mamba-2 head:
+            one dt per channel) with norm above its bound c_e is scaled down to norm c_e,
+            so no channel's state can grow beyond its bound however long the input
+            (Stuffed Mamba's state normalisation; the paper calibrates one threshold per
+            head from the state norms after a training-length prompt, which is what the
+            per-channel form is for: ``benchmarks/passkey_capacity.py`` calibrates it as
+            each channel's largest norm at the training length). The rescaling depends
+            on the state, so the chunked scan cannot apply it: with ``state_norm`` set
+            the parallel face runs an explicit per-token loop (``clipped_scan``) that
+            equals the step exactly, whatever ``scan`` and ``chunk_size`` say. Cost: L
+            sequential steps of O(E·N), and under autograd O(L·E·N) saved states. On
+            this 2-core CPU, one thread, dim 64, d_state 16: inference at L = 4096 took
+            1.3x the chunked scan's time at batch 16 (7.0 against 5.4 s) and 2.8x at
+            batch 1 (1.0 against 0.36 s); forward + backward at L = 1024, 5x at batch 1
+            and 6.6x at batch 16 (26 against 4.0 s): fine for scoring a trained model,
+            slow for training with it.
     """
 
     d_state: int = 16
@@ -71,6 +106,9 @@ class MambaConfig(Config):
     scan: Literal["torch", "cpp"] = "torch"
     bias: bool = False
     conv_bias: bool = True
+    decay_scale: float = 1.0
+    input_scale: float = 1.0
+    state_norm: float | tuple[float, ...] | None = None
 
     def validate(self) -> None:
         require(self.d_state >= 1, self, "d_state", "an int >= 1")
@@ -82,6 +120,18 @@ class MambaConfig(Config):
         require(self.dt_min <= self.dt_max < math.inf, self, "dt_max",
                 f"a finite number >= dt_min = {self.dt_min}")
         require(self.chunk_size >= 1, self, "chunk_size", "an int >= 1")
+        require(0.0 < self.decay_scale <= 1.0, self, "decay_scale",
+                "a number in (0, 1] (1: off; below 1 every token forgets more)")
+        require(self.input_scale > 0.0, self, "input_scale", "a positive finite number (1: off)")
+        bounds = self.state_norm if isinstance(self.state_norm, tuple) else (self.state_norm,)
+        require(self.state_norm is None or (len(bounds) > 0 and min(bounds) > 0.0), self,
+                "state_norm", "None (off), a positive finite bound on each channel's state "
+                "norm, or a tuple of d_inner such bounds (one per channel)")
+        mitigated = self.state_norm is not None or self.decay_scale != 1.0
+        require(self.scan == "torch" or not mitigated, self, "scan",
+                f"'torch' with decay_scale = {self.decay_scale!r} and state_norm = "
+                f"{self.state_norm!r}: the fused 'cpp' kernel has neither (train with "
+                "scan='cpp', then load the weights into a scan='torch' mixer with the option)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +246,7 @@ class _SelectiveScan(torch.autograd.Function):
     """y_t = C_t · h_t with h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t; see selective_scan."""
 
     @staticmethod
-    def forward(ctx, dt, A, Bm, Cm, x, h0, chunk):
+    def forward(ctx, dt, A, Bm, Cm, x, h0, chunk, log_decay):
         batch, length, d_inner = x.shape
         keep = any(ctx.needs_input_grad)
         ctx.set_materialize_grads(False)
@@ -210,7 +260,7 @@ class _SelectiveScan(torch.autograd.Function):
             (a, u, spare, tmp), span_bufs = scratch.get(q)
             if keep:
                 starts.append(h)
-            torch.mul(dt[:, sl, :, None], A, out=a).exp_()                  # (B, q, E, N)
+            _log_decays(dt[:, sl], A, log_decay, out=a).exp_()              # (B, q, E, N)
             torch.mul(w[:, sl, :, None], Bm[:, sl, None, :], out=u)         # (B, q, E, N)
             hs = _scan_chunk(u, a[:, 0], h, _span_decays(a, span_bufs), spare)
             y[:, sl] = _sum_state(torch.mul(hs, Cm[:, sl, None, :], out=tmp), ones)  # C_t · h_t
@@ -218,7 +268,7 @@ class _SelectiveScan(torch.autograd.Function):
         if length == 0:
             h = h0.clone()                              # an output must not be an input
         if keep:
-            ctx.chunk = chunk
+            ctx.chunk, ctx.log_decay = chunk, log_decay
             ctx.save_for_backward(dt, A, Bm, Cm, x, *starts)
         return y, h
 
@@ -238,7 +288,7 @@ class _SelectiveScan(torch.autograd.Function):
             sl, q = slice(c, c + chunk), min(chunk, length - c)
             (a, u, spare, lam, spare2, ah, tmp), span_bufs = scratch.get(q)
             h_start = starts[i]                                      # (B, E, N)
-            torch.mul(dt[:, sl, :, None], A, out=a).exp_()           # (B, q, E, N)
+            _log_decays(dt[:, sl], A, ctx.log_decay, out=a).exp_()   # (B, q, E, N)
             spans = _span_decays(a, span_bufs)
             torch.mul(w[:, sl, :, None], Bm[:, sl, None, :], out=u)
             hs = _scan_chunk(u, a[:, 0], h_start, spans, spare)      # (B, q, E, N)
@@ -255,7 +305,7 @@ class _SelectiveScan(torch.autograd.Function):
             r = _sum_state(torch.mul(lam, Bm[:, sl, None, :], out=tmp), ones)   # (B, q, E)
             g_B[:, sl] = torch.matmul(w[:, sl, None, :], lam).squeeze(-2)
             g_x[:, sl] = r * dt[:, sl]
-            # a_t = exp(dt_t A) multiplies h_{t-1}: dL/d(dt_t A) = lam_t a_t h_{t-1}.
+            # a_t = exp(dt_t A + log_decay) multiplies h_{t-1}: dL/d(dt_t A) = lam_t a_t h_{t-1}.
             torch.mul(a[:, 0], h_start, out=ah[:, 0])
             torch.mul(a[:, 1:], hs[:, :-1], out=ah[:, 1:])
             gda = ah.mul_(lam)                                                 # (B, q, E, N)
@@ -264,11 +314,22 @@ class _SelectiveScan(torch.autograd.Function):
             carry = a[:, 0] * lam[:, 0]  # dL/dh at the end of the previous chunk
         if not starts:   # empty sequence: h passes straight through
             carry = gh
-        return g_dt, g_A, g_B, g_C, g_x, carry, None
+        return g_dt, g_A, g_B, g_C, g_x, carry, None, None
+
+
+def _log_decays(dt: Tensor, A: Tensor, log_decay: float, out: Tensor | None = None) -> Tensor:
+    """dt_t A (+ log_decay): (B, q, E) x (E, N) -> (B, q, E, N), the log of each token's decay.
+
+    The step computes the same ops in the same order, so both faces round alike.
+    With log_decay 0 (decay_scale 1) no addition is made and the default is bit-for-bit
+    what it was before the option existed.
+    """
+    a = torch.mul(dt[..., None], A, out=out)
+    return a.add_(log_decay) if log_decay else a
 
 
 def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, h0: Tensor,
-                   chunk_size: int) -> tuple[Tensor, Tensor]:
+                   chunk_size: int, log_decay: float = 0.0) -> tuple[Tensor, Tensor]:
     """The Mamba-1 scan without the D skip, chunked along time.
 
     Args:
@@ -278,15 +339,61 @@ def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, h0: T
         x: (batch, L, E) inputs.
         h0: (batch, E, N) the state before the first token.
         chunk_size: tokens per chunk; changes speed and memory only.
+        log_decay: log λ <= 0, added to every log-decay (``MambaConfig.decay_scale``).
 
     Returns:
         ``y``: (batch, L, E) with y_t = C_t · h_t, and the final state (batch, E, N),
-        where h_t = exp(dt_t A) ⊙ h_{t-1} + dt_t x_t B_tᵀ.
+        where h_t = λ exp(dt_t A) ⊙ h_{t-1} + dt_t x_t B_tᵀ.
 
     Example:
         >>> y, h = selective_scan(dt, A, B, C, x, torch.zeros(2, 8, 4), chunk_size=16)
     """
-    return _SelectiveScan.apply(dt, A, B, C, x, h0, chunk_size)
+    return _SelectiveScan.apply(dt, A, B, C, x, h0, chunk_size, float(log_decay))
+
+
+def clip_state_norm(h: Tensor, bound: float | Tensor) -> Tensor:
+    """Each channel's state row scaled down to norm ``bound`` where it is longer.
+
+    h: (..., E, N) -> h[..., e, :] · min(1, bound_e / ||h[..., e, :]||), with ``bound`` a
+    float or (E, 1) per-channel bounds. Rows within the bound are multiplied by exactly
+    1 (bound / bound), so they pass unchanged.
+    """
+    norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)               # (..., E, 1)
+    return h * (bound / norm.clamp(min=bound))
+
+
+def clipped_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, h0: Tensor,
+                 bound: float | Tensor, log_decay: float = 0.0, block: int = 64) -> tuple[Tensor, Tensor]:
+    """``selective_scan`` with each state clipped to channel norm ``bound`` after its update.
+
+    h_t = clip(λ exp(dt_t A) ⊙ h_{t-1} + dt_t x_t B_tᵀ), y_t = C_t · h_t. The clip depends
+    on the state, so the recurrence is no longer a linear scan and is run token by token:
+    decays and inputs are formed ``block`` tokens at a time, the recurrence is a Python
+    loop, and autograd differentiates through it (O(L·E·N) saved states). This is the
+    parallel face of ``MambaConfig.state_norm``; it is chosen by that option, never by
+    the input.
+
+    Args: as ``selective_scan``, plus ``bound``: a float > 0 or (E, 1) per-channel bounds;
+        ``block`` changes speed and memory only.
+
+    Returns:
+        ``y``: (batch, L, E) and the final state (batch, E, N).
+    """
+    length = x.shape[1]
+    w = dt * x                                                         # (B, L, E)
+    h, ys = h0, []
+    for c in range(0, length, block):
+        sl = slice(c, c + block)
+        a = _log_decays(dt[:, sl], A, log_decay).exp()                 # (B, q, E, N)
+        u = w[:, sl, :, None] * B[:, sl, None, :]                      # (B, q, E, N)
+        hs = []
+        for i in range(a.shape[1]):
+            h = clip_state_norm(torch.addcmul(u[:, i], a[:, i], h), bound)
+            hs.append(h)
+        ys.append(torch.matmul(torch.stack(hs, 1), C[:, sl, :, None]).squeeze(-1))  # (B, q, E)
+    if length == 0:
+        return x.new_zeros(x.shape), h0.clone()
+    return torch.cat(ys, 1), h
 
 
 class _CausalConv(torch.autograd.Function):
@@ -355,7 +462,8 @@ class Mamba(Mixer):
     # chunk_size 5 with the suite's T = 23 leaves a ragged last chunk; d_state 4 keeps it quick.
     example_options = {"d_state": 4, "chunk_size": 5}
     cost = ("parallel: O(L·E·N) time, O(L·E + (L/chunk + chunk)·E·N) memory (E = expand·dim, "
-            "N = d_state; scan='cpp' kernel: O(L·E + L/64·E·N)); step: O(E·N + dim·E); "
+            "N = d_state; scan='cpp' kernel: O(L·E + L/64·E·N); state_norm: a per-token loop, "
+            "L sequential O(E·N) steps, O(L·E·N) memory under autograd); step: O(E·N + dim·E); "
             "state: E·(N + d_conv - 1), constant in L")
 
     def __init__(self, dim: int, cfg: MambaConfig):
@@ -384,6 +492,11 @@ class Mamba(Mixer):
         self.A_log = nn.Parameter(torch.log(A))                            # (E, N)
         self.D = nn.Parameter(torch.ones(d_inner))                          # skip x -> y
         self.out_proj = nn.Linear(d_inner, dim, bias=cfg.bias)
+        if isinstance(cfg.state_norm, tuple) and len(cfg.state_norm) != d_inner:
+            raise ConfigError(
+                f"MambaConfig.state_norm has {len(cfg.state_norm)} bounds but this mixer has "
+                f"d_inner = expand * dim = {cfg.expand} * {dim} = {d_inner} channels: give "
+                f"one number for all channels or a tuple of {d_inner}")
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> MambaState:
         device, dtype = self._state_device(device), self._state_dtype(dtype)
@@ -406,7 +519,22 @@ class Mamba(Mixer):
         dt_in, Bm, Cm = self.x_proj(xc).split([self.dt_rank, n, n], dim=-1)
         dt = F.softplus(self.dt_proj(dt_in).to(sdtype))                    # (..., E)
         A = -torch.exp(self.A_log.to(sdtype))                              # (E, N)
-        return dt, A, Bm.to(sdtype), Cm.to(sdtype)
+        Bm = Bm.to(sdtype)
+        if self.cfg.input_scale != 1.0:   # Stuffed Mamba's "remember less"
+            Bm = Bm * self.cfg.input_scale
+        return dt, A, Bm, Cm.to(sdtype)
+
+    def _state_bound(self, like: Tensor) -> float | Tensor:
+        """``state_norm`` as clip_state_norm takes it: a float, or (E, 1) in ``like``'s dtype."""
+        bound = self.cfg.state_norm
+        if isinstance(bound, tuple):
+            return torch.tensor(bound, dtype=like.dtype, device=like.device)[:, None]
+        return bound
+
+    @property
+    def _log_decay(self) -> float:
+        """log(decay_scale), added to every log-decay dt_t A; 0 when off."""
+        return math.log(self.cfg.decay_scale)
 
     def mix(self, x: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
         batch = x.shape[0]
@@ -421,10 +549,14 @@ class Mamba(Mixer):
         xc = F.silu(_CausalConv.apply(xpad, self.conv_weight.to(xi.dtype), bias))  # (B, L, E)
         dt, A, Bm, Cm = self._ssm_inputs(xc, sdtype)
         xs = xc.to(sdtype)
-        if self.cfg.scan == "cpp":
+        if self.cfg.state_norm is not None:   # nonlinear in h: the explicit per-token loop
+            y, h = clipped_scan(dt, A, Bm, Cm, xs, state.h.to(sdtype), self._state_bound(xs),
+                                self._log_decay)
+        elif self.cfg.scan == "cpp":          # the config refuses cpp with decay_scale != 1
             y, h = selective_scan_cpu(dt, A, Bm, Cm, xs, state.h.to(sdtype))
         else:
-            y, h = selective_scan(dt, A, Bm, Cm, xs, state.h.to(sdtype), self.cfg.chunk_size)
+            y, h = selective_scan(dt, A, Bm, Cm, xs, state.h.to(sdtype), self.cfg.chunk_size,
+                                  self._log_decay)
         y = (y + xs * self.D.to(sdtype)).to(x.dtype) * F.silu(z)           # (B, L, E)
         # Copied out, so that the state does not keep all of xpad alive.
         conv = xpad[:, xpad.shape[1] - k:].transpose(1, 2).to(state.conv.dtype).contiguous()
@@ -441,7 +573,9 @@ class Mamba(Mixer):
         dt, A, Bm, Cm = self._ssm_inputs(xc, sdtype)                       # (B, E), (E, N), (B, N)
         xs = xc.to(sdtype)
         u = (dt * xs)[:, :, None] * Bm[:, None, :]                         # (B, E, N)
-        h = torch.addcmul(u, torch.exp(dt[:, :, None] * A), state.h.to(sdtype))
+        h = torch.addcmul(u, _log_decays(dt, A, self._log_decay).exp(), state.h.to(sdtype))
+        if self.cfg.state_norm is not None:
+            h = clip_state_norm(h, self._state_bound(h))
         y = torch.matmul(h, Cm[:, :, None]).squeeze(-1) + xs * self.D.to(sdtype)  # (B, E)
         y = y.to(x_t.dtype) * F.silu(z)
         new = MambaState(conv=window[:, :, 1:].to(state.conv.dtype), h=h.to(state.h.dtype))

@@ -28,6 +28,7 @@ from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import split_patterns
 from seqlab.tasks.corpus import DataConfig
 from seqlab.train.optim import OptimizerConfig
+from seqlab.train.sparsity import SparsityConfig
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class RunConfig(Config):
     model: LMConfig = field(default_factory=LMConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)   # off unless target > 0
     out_dir: str = "runs/default"
     init: str | None = None   # weights to start from: alias, .gguf, HF folder, seqlab checkpoint
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from seqlab.config import Config, require
+
+if TYPE_CHECKING:
+    from seqlab.train.sparsity import Pruner
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,16 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, fused: bool = False) 
 
 
 def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, step: int, cfg: OptimizerConfig,
-                   backward: Callable[[], float]) -> tuple[float, str | None]:
+                   backward: Callable[[], float], pruner: Pruner | None = None
+                   ) -> tuple[float, str | None]:
     """One training step at schedule position ``step`` (0-based).
 
     Args:
         backward: computes the loss, calls ``backward()`` on it (micro-batches and
             all-reduce included) and returns its value.
+        pruner: sparsity masks (``seqlab.train.sparsity``): the gradients of pruned weights
+            are zeroed before clipping, and after the step the masks are updated on schedule
+            and applied, so pruned weights stay exactly zero.
 
     Returns:
         ``(loss, None)`` after an optimizer step, or ``(loss, problem)`` without one when the
@@ -97,6 +104,8 @@ def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, step: int, cfg:
     for g in opt.param_groups:
         g["lr"] = lr_at(step, cfg)
     loss = backward()
+    if pruner is not None:
+        pruner.mask_gradients()
     gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
              if cfg.grad_clip > 0 else None)
     if not math.isfinite(loss) or (gnorm is not None and not torch.isfinite(gnorm)):
@@ -105,4 +114,6 @@ def optimizer_step(model: nn.Module, opt: torch.optim.Optimizer, step: int, cfg:
         return loss, f"{what} at step {step + 1}"
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if pruner is not None:
+        pruner.after_step(step + 1, opt)
     return loss, None

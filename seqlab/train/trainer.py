@@ -43,6 +43,7 @@ from seqlab.train.lock import RunLock
 from seqlab.train.metrics import MetricsLog, repair_metrics
 from seqlab.train.optim import lr_at, make_optimizer, optimizer_step
 from seqlab.train.signals import StopFlag
+from seqlab.train.sparsity import Pruner, sparsity_for_run
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Trainer:
         self._lock = RunLock.acquire(self.out) if self.info.is_main else None
         try:
             model, trainer_state, ckpt = self._set_up(run, resume, corpus, model, progress)
+            self.pruner = self._make_pruner(model, trainer_state, ckpt)
         except BaseException:
             self.close()
             if created and self.info.is_main:
@@ -166,6 +168,8 @@ class Trainer:
             raise
         self.model = model.to(self.device)
         self.model_cfg = self.model.cfg
+        if self.pruner is not None:
+            self.pruner.to(self.device)
         self.opt = make_optimizer(self.model, self.cfg)
         if trainer_state is not None:
             try:
@@ -232,6 +236,19 @@ class Trainer:
             model = LM(self._model_config())
         return model, trainer_state, ckpt
 
+    def _make_pruner(self, model: LM, trainer_state: dict | None, ckpt: Path | None) -> Pruner | None:
+        """The sparsity masks: the checkpoint's when resuming, else those of step 0."""
+        saved = _read_run_config(self.out).sparsity if ckpt is not None else None
+        self.sparsity = sparsity_for_run(self.run.sparsity, self.cfg.steps, saved, str(self.out))
+        if not self.sparsity.enabled:
+            return None
+        pruner = Pruner(self.sparsity, model, self.cfg.steps)
+        if trainer_state is None:
+            pruner.start()
+        else:
+            pruner.load_state_dict(trainer_state["sparsity"])
+        return pruner
+
     def _resume_checkpoint(self):
         ckpt, model, state, skipped = load_resume_checkpoint(self.out, self.device)
         if skipped:
@@ -272,7 +289,8 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict()}
+            resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict(),
+                        "sparsity": self.sparsity.to_dict()}
             _write_atomic(self.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
             # Records past the step we start from are logged again below; a torn line goes.
             repair_metrics(self.out / "metrics.jsonl", self.step)
@@ -317,7 +335,8 @@ class Trainer:
                         loss_sum += loss.detach().double()
                     return D.all_reduce_sum(loss_sum, info).item() / (cfg.grad_accum * info.world)
 
-                loss_val, problem = optimizer_step(self.model, self.opt, step, cfg, backward)
+                loss_val, problem = optimizer_step(self.model, self.opt, step, cfg, backward,
+                                                   self.pruner)
                 if problem is not None:
                     ck = latest_checkpoint(self.out)
                     result.stopped = "nan"
@@ -338,7 +357,8 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     log.write({"event": "train", "step": step, "loss": loss_val, "lr": lr_at(step - 1, cfg),
                                "tokens_per_s": tokens_per_step / dt,
-                               "elapsed_s": time.perf_counter() - t_start})
+                               "elapsed_s": time.perf_counter() - t_start,
+                               **({"sparsity": self.pruner.sparsity()} if self.pruner else {})})
                 timed_out = cfg.time_limit is not None and time.perf_counter() - t_start > cfg.time_limit
                 # Every process must take the same branch below, or a collective would hang.
                 timed_out, stop.requested = D.any_true([timed_out, stop.requested], info,
@@ -389,7 +409,8 @@ class Trainer:
         path = None
         if self.info.is_main:
             state = {"step": step, "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
-                     "run": self.run.to_dict()}
+                     "run": self.run.to_dict(),
+                     "sparsity": self.pruner.state_dict() if self.pruner else {}}
             extra = _tokenizer_files(self.corpus)
             path = write_checkpoint(self.out, step, self.model, state, keep=self.cfg.keep_checkpoints,
                                     extra_files=extra)

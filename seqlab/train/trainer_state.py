@@ -1,7 +1,7 @@
 """The trainer's state in a checkpoint, as safetensors plus JSON (never a pickle).
 
 ``trainer.safetensors`` holds the tensors (optimizer moments and step counts,
-the random generator's state); ``trainer.json`` holds everything else (the
+the random generator's state, the sparsity masks of ``seqlab.train.sparsity``); ``trainer.json`` holds everything else (the
 step, the optimizer's parameter groups, the run config) and the list of
 tensor names it expects. Neither format can run code when read, unlike the
 ``trainer.pt`` pickle that older versions wrote, which is refused unread.
@@ -26,6 +26,7 @@ LEGACY = "trainer.pt"
 FORMAT = 1
 _RNG = "rng.cpu"
 _STATE = "optimizer.state."   # + "<param index>.<name>", e.g. optimizer.state.3.exp_avg
+_MASK = "sparsity.mask."      # + parameter name, e.g. sparsity.mask.blocks.0.mixer.rnn.weight_hh_l0
 
 
 def _fsync(path: Path) -> None:
@@ -34,11 +35,14 @@ def _fsync(path: Path) -> None:
 
 
 def save_trainer_state(folder: str | os.PathLike, state: dict[str, Any]) -> list[str]:
-    """Write ``state`` (``step``, ``optimizer`` (a state_dict), ``rng``, ``run``) into
-    ``folder``; both files are fsynced. Returns the names of the files written."""
+    """Write ``state`` (``step``, ``optimizer`` (a state_dict), ``rng``, ``run``, optionally
+    ``sparsity``: masks by parameter name) into ``folder``; both files are fsynced. Returns
+    the names of the files written."""
     folder = Path(folder)
     opt = state["optimizer"]
     tensors = {_RNG: state["rng"].detach().cpu().contiguous()}
+    for name, mask in (state.get("sparsity") or {}).items():
+        tensors[_MASK + name] = mask.detach().cpu().contiguous()
     plain: dict[str, dict[str, Any]] = {}
     for idx, entries in opt["state"].items():
         for name, value in entries.items():
@@ -74,7 +78,8 @@ def _bad(path: Path, why: str) -> CheckpointError:
 
 
 def load_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
-    """Read what :func:`save_trainer_state` wrote: ``{"step", "optimizer", "rng", "run"}``.
+    """Read what :func:`save_trainer_state` wrote: ``{"step", "optimizer", "rng", "run",
+    "sparsity"}`` (``sparsity``: masks by parameter name, empty for a dense run).
 
     Raises:
         CheckpointError: a missing, unreadable or ill-formed file, naming it; or an older
@@ -122,8 +127,9 @@ def load_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
     # JSON turns tuples (e.g. AdamW's betas) into lists; the optimizer expects them back.
     groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
               for g in groups]
+    masks = {k[len(_MASK):]: t for k, t in tensors.items() if k.startswith(_MASK)}
     return {"step": step, "optimizer": {"state": opt_state, "param_groups": groups},
-            "rng": tensors[_RNG], "run": meta.get("run")}
+            "rng": tensors[_RNG], "run": meta.get("run"), "sparsity": masks}
 
 
 __all__ = ["TENSORS", "META", "LEGACY", "LegacyCheckpointError", "save_trainer_state",

@@ -314,14 +314,27 @@ def read_tokenizer(reader, path: str | os.PathLike) -> PretrainedTokenizer:
     if model == "gpt2" and "tokenizer.ggml.merges" not in md:
         raise GGUFError(f"{path} has a byte-level BPE vocabulary but no merges "
                         "(tokenizer.ggml.merges missing)")
+    spm = model == "llama"
+    if spm and "tokenizer.ggml.scores" not in md:
+        raise GGUFError(f"{path} has a SentencePiece vocabulary but no scores "
+                        "(tokenizer.ggml.scores missing)")
+    if spm and md.get("tokenizer.ggml.remove_extra_whitespaces", False):
+        raise GGUFError(f"{path} sets tokenizer.ggml.remove_extra_whitespaces, which is not "
+                        "supported; only text kept as it is (false) is")
+    # What llama.cpp assumes for a SentencePiece vocabulary when the file leaves it out.
+    bos, eos, unk, add_bos = (1, 2, 0, True) if spm else (None, None, None, False)
     try:
         return PretrainedTokenizer.from_gguf_vocab(
             model=model, pre=md.get("tokenizer.ggml.pre"), tokens=tokens,
             merges=md.get("tokenizer.ggml.merges", []),
             token_types=md.get("tokenizer.ggml.token_type"),
-            bos_id=md.get("tokenizer.ggml.bos_token_id"), eos_id=md.get("tokenizer.ggml.eos_token_id"),
-            add_bos=bool(md.get("tokenizer.ggml.add_bos_token", False)),
+            scores=md.get("tokenizer.ggml.scores"),
+            bos_id=md.get("tokenizer.ggml.bos_token_id", bos),
+            eos_id=md.get("tokenizer.ggml.eos_token_id", eos),
+            unk_id=md.get("tokenizer.ggml.unknown_token_id", unk),
+            add_bos=bool(md.get("tokenizer.ggml.add_bos_token", add_bos)),
             add_eos=bool(md.get("tokenizer.ggml.add_eos_token", False)),
+            add_space_prefix=bool(md.get("tokenizer.ggml.add_space_prefix", True)),
             chat_template=md.get("tokenizer.chat_template"), name=str(path))
     except CheckpointError as e:
         raise GGUFError(str(e)) from None
