@@ -128,14 +128,11 @@ class SSMBlock(Mixer):
 
 # -- the LSSL mixer -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LSSLConfig(Config):
-    """Options of the LSSL mixer.
+class SSMConfig(Config):
+    """Options the HiPPO-LegS mixers share (``lssl``, ``s4``).
 
     Attributes:
-        d_state: N, the HiPPO-LegS order (real state size per channel).
-        train_A: learn A (shared by all channels, initialised at HiPPO-LegS); otherwise A is
-            the exact HiPPO-LegS matrix, rebuilt in the compute dtype at each call. B is
-            HiPPO-LegS's and fixed either way.
+        d_state: N, the HiPPO-LegS order.
         dt_min, dt_max: range of the initial step size Δ, drawn log-uniformly per channel
             (Δ is learned as log Δ).
         channels: H, channels the SSM runs on; None means H = dim with no input projection.
@@ -143,7 +140,6 @@ class LSSLConfig(Config):
     """
 
     d_state: int = 64
-    train_A: bool = False
     dt_min: float = 0.001
     dt_max: float = 0.1
     channels: int | None = None
@@ -155,6 +151,20 @@ class LSSLConfig(Config):
         require(self.dt_max >= self.dt_min, self, "dt_max", f"a number >= dt_min = {self.dt_min}")
         require(self.channels is None or self.channels > 0, self, "channels",
                 "None (H = dim) or a positive int")
+
+
+@dataclass(frozen=True)
+class LSSLConfig(SSMConfig):
+    """Options of the LSSL mixer: :class:`SSMConfig`'s (d_state: the real state size per
+    channel) and
+
+    Attributes:
+        train_A: learn A (shared by all channels, initialised at HiPPO-LegS); otherwise A is
+            the exact HiPPO-LegS matrix, rebuilt in the compute dtype at each call. B is
+            HiPPO-LegS's and fixed either way.
+    """
+
+    train_A: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seqlab.config import Config, require
 from seqlab.mixers import register
-from seqlab.mixers.lssl import SSMBlock, causal_conv, compute_dtype, hippo_legs
+from seqlab.mixers.lssl import SSMBlock, SSMConfig, causal_conv, compute_dtype, hippo_legs
 from seqlab.state import State
 
 
@@ -63,29 +62,9 @@ def resolvent(lam: Tensor, P: Tensor, p: Tensor, q: Tensor, v: Tensor) -> Tensor
 
 
 @dataclass(frozen=True)
-class S4Config(Config):
-    """Options of the S4 mixer.
-
-    Attributes:
-        d_state: N, the HiPPO-LegS order = complex modes per channel (state: 2N reals).
-        dt_min, dt_max: range of the initial step size Δ, drawn log-uniformly per channel
-            (Δ is learned as log Δ).
-        channels: H, channels the SSM runs on; None means H = dim with no input projection.
-        glu: output linear to 2*dim followed by a GLU instead of a plain linear to dim.
-    """
-
-    d_state: int = 64
-    dt_min: float = 0.001
-    dt_max: float = 0.1
-    channels: int | None = None
-    glu: bool = True
-
-    def validate(self) -> None:
-        require(self.d_state >= 1, self, "d_state", "an int >= 1")
-        require(self.dt_min > 0, self, "dt_min", "a positive number")
-        require(self.dt_max >= self.dt_min, self, "dt_max", f"a number >= dt_min = {self.dt_min}")
-        require(self.channels is None or self.channels > 0, self, "channels",
-                "None (H = dim) or a positive int")
+class S4Config(SSMConfig):
+    """Options of the S4 mixer: :class:`~seqlab.mixers.lssl.SSMConfig`'s, with d_state the
+    number of complex modes per channel (state: 2N reals)."""
 
 
 @dataclass(frozen=True)

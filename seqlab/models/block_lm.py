@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from seqlab.config import Config, require
 from seqlab.decoding.protocol import Capabilities
-from seqlab.models.lm import LMConfig, LMState
+from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.models.stack import Stack
 from seqlab.state import State, StateError
@@ -288,15 +288,7 @@ class BlockLM(nn.Module):
                        + sum(b.mixer.state_size(local) for b in self.local.blocks))
 
     def _check_tokens(self, tokens: Any, rank: int) -> None:
-        shape = "(batch, length)" if rank == 2 else "(batch,)"
-        if not isinstance(tokens, Tensor) or tokens.dim() != rank:
-            got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-            raise ValueError(f"the model expects token ids of shape {shape}, got {got}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"token ids must be int64 (or int32), got dtype {tokens.dtype}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
-            bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
+        check_token_ids(tokens, rank, self.cfg.vocab_size)
 
     def _check_state(self, state: Any, batch_size: int) -> None:
         if not isinstance(state, BlockLMState):

@@ -401,22 +401,7 @@ class LM(nn.Module):
 
     # -- checks -------------------------------------------------------------------
     def _check_tokens(self, tokens: Tensor, rank: int) -> None:
-        shape = "(batch, length)" if rank == 2 else "(batch,)"
-        if not isinstance(tokens, Tensor):
-            raise TypeError(f"the model expects token ids as a torch.Tensor {shape}, "
-                            f"got {type(tokens).__name__}")
-        if tokens.dim() != rank:
-            hint = " (add a batch dimension with tokens[None])" if tokens.dim() == rank - 1 else ""
-            raise ValueError(f"the model expects token ids of shape {shape}, got shape "
-                             f"{tuple(tokens.shape)}{hint}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"token ids must be int64 (or int32), got dtype {tokens.dtype}; "
-                             "convert with tokens.long()")
-        if tokens.numel():
-            lo, hi = int(tokens.min()), int(tokens.max())
-            if lo < 0 or hi >= self.cfg.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
+        check_token_ids(tokens, rank, self.cfg.vocab_size)
 
     def _check_state(self, state: LMState | None, batch_size: int) -> Sequence[State | None]:
         if state is None:
@@ -433,6 +418,31 @@ class LM(nn.Module):
             except StateError as e:
                 raise StateError(f"layer {i}: {e}") from None
         return state.layers
+
+
+def check_token_ids(tokens, rank: int, vocab_size: int) -> None:
+    """Raise naming the problem unless ``tokens`` are int ids of ``rank`` dims in the vocabulary.
+
+    Raises:
+        TypeError: not a tensor.
+        ValueError: another rank, a float dtype, or an id outside ``[0, vocab_size)``.
+    """
+    shape = "(batch, length)" if rank == 2 else "(batch,)"
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"the model expects token ids as a torch.Tensor {shape}, "
+                        f"got {type(tokens).__name__}")
+    if tokens.dim() != rank:
+        hint = " (add a batch dimension with tokens[None])" if tokens.dim() == rank - 1 else ""
+        raise ValueError(f"the model expects token ids of shape {shape}, got shape "
+                         f"{tuple(tokens.shape)}{hint}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"token ids must be int64 (or int32), got dtype {tokens.dtype}; "
+                         "convert with tokens.long()")
+    if tokens.numel():
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
 
 
 def _build_mixer(cfg: LMConfig, i: int) -> mixers.Mixer:

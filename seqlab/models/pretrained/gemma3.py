@@ -21,12 +21,12 @@ Hugging Face names are the reference; GGUF names map onto them in the GGUF reade
 
 from __future__ import annotations
 
-import re
 
 import torch
 
 from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import LayerSpec
+from seqlab.models.pretrained.names import NameMap
 
 MODEL_TYPES = ("gemma3_text",)
 ARCHITECTURE = "Gemma3ForCausalLM"
@@ -56,35 +56,17 @@ _GLOBAL = {
 }
 
 
-def _pattern(template: str) -> re.Pattern:
-    return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(\d+)") + "$")
-
-
-_HF_TO_SEQLAB = [(_pattern(hf), sl) for hf, sl in _LAYER.items()]
-_SEQLAB_TO_HF = [(_pattern(sl), hf) for hf, sl in _LAYER.items()]
+_NAMES = NameMap(_LAYER, _GLOBAL)
 
 
 def hf_to_seqlab_name(name: str) -> str | None:
-    """The seqlab parameter name of a Hugging Face Gemma 3 tensor name (None if unknown)."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    for pat, target in _HF_TO_SEQLAB:
-        m = pat.match(name)
-        if m:
-            return target.format(i=m.group(1))
-    return None
+    """The seqlab parameter name for a Hugging Face Gemma 3 tensor name (None if unknown)."""
+    return _NAMES.to_seqlab(name)
 
 
 def seqlab_to_hf_name(name: str) -> str | None:
-    """The Hugging Face Gemma 3 name of a seqlab parameter name (None if unknown)."""
-    for hf, sl in _GLOBAL.items():
-        if sl == name:
-            return hf
-    for pat, target in _SEQLAB_TO_HF:
-        m = pat.match(name)
-        if m:
-            return target.format(i=m.group(1))
-    return None
+    """The Hugging Face Gemma 3 name for a seqlab parameter name (None if unknown)."""
+    return _NAMES.to_hf(name)
 
 
 def from_offset_norm(seqlab_name: str, tensor: torch.Tensor) -> torch.Tensor:

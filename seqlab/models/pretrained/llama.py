@@ -8,11 +8,11 @@ here; GGUF names are mapped onto them by the GGUF reader.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import LayerSpec
+from seqlab.models.pretrained.names import NameMap
 
 # Hugging Face name (per layer, with {i}) -> seqlab name.
 _LAYER = {
@@ -33,35 +33,17 @@ _GLOBAL = {
 }
 
 
-def _pattern(template: str) -> re.Pattern:
-    return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(\d+)") + "$")
-
-
-_HF_TO_SEQLAB = [(_pattern(hf), sl) for hf, sl in _LAYER.items()]
-_SEQLAB_TO_HF = [(_pattern(sl), hf) for hf, sl in _LAYER.items()]
+_NAMES = NameMap(_LAYER, _GLOBAL)
 
 
 def hf_to_seqlab_name(name: str) -> str | None:
     """The seqlab parameter name for a Hugging Face Llama tensor name (None if unknown)."""
-    if name in _GLOBAL:
-        return _GLOBAL[name]
-    for pat, target in _HF_TO_SEQLAB:
-        m = pat.match(name)
-        if m:
-            return target.format(i=m.group(1))
-    return None
+    return _NAMES.to_seqlab(name)
 
 
 def seqlab_to_hf_name(name: str) -> str | None:
     """The Hugging Face Llama name for a seqlab parameter name (None if unknown)."""
-    for hf, sl in _GLOBAL.items():
-        if sl == name:
-            return hf
-    for pat, target in _SEQLAB_TO_HF:
-        m = pat.match(name)
-        if m:
-            return target.format(i=m.group(1))
-    return None
+    return _NAMES.to_hf(name)
 
 
 def lm_config(*, vocab_size: int, dim: int, n_layers: int, heads: int, kv_heads: int,
