@@ -65,7 +65,8 @@ def build(name: str, dim: int | None = None, **options: Any) -> Mixer:
 
 # One line per mixer module: importing it runs its @register.
 _MODULES = ["attention", "linear_attention", "s4d", "mamba", "lstm", "gru", "aaren", "lmu", "rnn",
-            "atlas", "fsmn", "prefix_linear_attention", "lssl", "s4", "ngram"]
+            "atlas", "fsmn", "prefix_linear_attention", "lssl", "s4", "ngram",
+            "plstm"]
 for _m in _MODULES:
     importlib.import_module(f"seqlab.mixers.{_m}")
 

@@ -4,7 +4,7 @@ import seqlab
 from seqlab.config import ConfigError
 from seqlab.mixers import Mixer
 
-EXPECTED = {"aaren", "attention", "gru", "linear_attention", "lstm", "mamba", "s4d", "lmu", "rnn", "fsmn", "prefix_linear_attention", "lssl", "s4", "atlas", "ngram"}
+EXPECTED = {"aaren", "attention", "gru", "linear_attention", "lstm", "mamba", "s4d", "lmu", "rnn", "fsmn", "prefix_linear_attention", "lssl", "s4", "atlas", "ngram", "plstm"}
 
 
 def test_all_issue_mixers_registered_and_sorted():
