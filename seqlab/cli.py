@@ -26,6 +26,12 @@ class CLIError(Exception):
 
 
 # -- train ---------------------------------------------------------------------------
+def _model_kinds() -> list[str]:
+    from seqlab.models.kinds import MODELS
+
+    return list(MODELS)
+
+
 def _run_config_from_args(args: argparse.Namespace):
     from seqlab.models.pattern import parse_layers, repeat_to
     from seqlab.train.config import RunConfig, apply_overrides, read_config_file, read_run_file
@@ -37,6 +43,15 @@ def _run_config_from_args(args: argparse.Namespace):
     from_file = read_config_file(args.config) if args.config else {}
     data = _merge(data, from_file)
     flags: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    if args.model is not None:
+        if args.init:
+            raise ConfigError(f"--model {args.model} with --init {args.init}: the pretrained model "
+                              "brings its own family; drop one of them")
+        have = _kind(data)
+        if args.resume and data and have != args.model:
+            raise ConfigError(f"--model {args.model}: the run in {args.out} is a {have!r} model; "
+                              "resume it without --model, or use another --out")
+        flags["model"]["kind"] = args.model
     if args.layers is not None and args.layers < 1:
         raise ConfigError(f"--layers {args.layers} is not allowed: expected a positive number of "
                           "layers (the pattern of --mixers repeats to fill them)")
@@ -45,7 +60,7 @@ def _run_config_from_args(args: argparse.Namespace):
     if args.mixers or args.layers:
         # One pattern syntax (seqlab/models/pattern.py) for this flag, bench's and config files.
         pattern = parse_layers(_one_pattern(args.mixers), "--mixers") if args.mixers else \
-            parse_layers(data.get("model", {}).get("layers") or RunConfig().model.layers,
+            parse_layers(data.get("model", {}).get("layers") or _default_layers(args.model or _kind(data)),
                          "model.layers")
         layers = repeat_to(pattern, args.layers or len(pattern))
         flags["model"]["layers"] = [s.to_dict() for s in layers]
@@ -67,6 +82,19 @@ def _run_config_from_args(args: argparse.Namespace):
         data["out_dir"] = str(out)
     data = apply_overrides(data, args.set or [])
     return RunConfig.from_dict(data)
+
+
+def _kind(data: dict) -> str:
+    """The model family a run's plain data names ("lm" unless its model section says)."""
+    model = data.get("model")
+    return model.get("kind", "lm") if isinstance(model, dict) else "lm"
+
+
+def _default_layers(kind: str):
+    """The layer pattern of a family's default config (its global stack)."""
+    from seqlab.models.kinds import MODELS
+
+    return MODELS[kind][0]().layers if kind in MODELS else ()
 
 
 def _check_init_without_shape(args: argparse.Namespace, from_file: dict) -> None:
@@ -352,26 +380,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from seqlab.models.pattern import format_pattern
+    from seqlab.models.kinds import describe_layers, kind_of
 
     model, tokenizer, run = load_for_cli(args.checkpoint)
     cfg = model.cfg
     print(f"checkpoint : {args.checkpoint}")
+    print(f"family     : {kind_of(model)}" + (f", block size {cfg.block_size}"
+                                              if hasattr(cfg, "block_size") else ""))
     print(f"parameters : {model.num_parameters():,} ({model.num_parameters(exclude_embeddings=True):,} "
           "without the embedding)")
-    print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), dim {cfg.dim}, "
-          f"{len(cfg.layers)} layers, MLP width {cfg.mlp_width}")
-    print(f"layers     : {format_pattern(cfg.layers)}")
-    runs: list[list] = []   # [spec, first index, last index]: "layers 0-29" rather than thirty lines
-    for i, spec in enumerate(cfg.layers):
-        if runs and runs[-1][0] == spec:
-            runs[-1][2] = i
-        else:
-            runs.append([spec, i, i])
-    for spec, first, last in runs:
-        where = f"layer {first}" if first == last else f"layers {first}-{last}"
-        opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "defaults"
-        print(f"  {where:<12} {spec.mixer:<16} {opts}")
+    groups = cfg.layer_groups()
+    shape = ", ".join(f"{'' if name == 'layers' else name + ' '}dim {dim}, {len(layers)} layers"
+                      for name, (dim, layers) in groups.items())
+    mlp = f", MLP width {cfg.mlp_width}" if hasattr(cfg, "mlp_width") else ""
+    print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), {shape}{mlp}")
+    print(f"layers     : {describe_layers(cfg)}")
+    for name, (_, layers) in groups.items():
+        runs: list[list] = []   # [spec, first, last]: "layers 0-29" rather than thirty lines
+        for i, spec in enumerate(layers):
+            if runs and runs[-1][0] == spec:
+                runs[-1][2] = i
+            else:
+                runs.append([spec, i, i])
+        prefix = "" if name == "layers" else f"{name} "
+        for spec, first, last in runs:
+            where = prefix + (f"layer {first}" if first == last else f"layers {first}-{last}")
+            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "defaults"
+            print(f"  {where:<{12 if len(groups) == 1 else 19}} {spec.mixer:<16} {opts}")
     print("state bytes per sequence (float32):")
     for n in (1024, 4096, 16384, 65536):
         print(f"  L={n:>6}: {model.state_bytes(n):>14,}")
@@ -417,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "model from a config file (YAML or TOML, see configs/) and/or flags. Flags "
                        "override the file; --set overrides both.")
     t.add_argument("config", nargs="?", help="run config file (.yaml, .yml or .toml)")
+    t.add_argument("--model", choices=_model_kinds(), help="model family (default lm; block: the "
+                   "Block Transformer); --mixers and --dim set its (global) stack")
     t.add_argument("--mixers", help="layer pattern: layers joined by '+', options in parentheses, "
                    "'*N' repeats, e.g. mamba*2+attention(window=512)")
     t.add_argument("--layers", type=int, help="number of layers (the pattern repeats)")

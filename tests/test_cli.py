@@ -183,3 +183,26 @@ def test_train_names_its_layers_in_pattern_syntax(tmp_path, small_corpus, capsys
     out = capsys.readouterr()
     line = next(ln for ln in (out.out + out.err).splitlines() if ln.startswith("model:"))
     assert "layers attention(window=8)+lstm;" in line and "LayerSpec" not in line
+
+
+def test_train_model_block_then_info_resume_and_generate(tmp_path, small_corpus, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--quiet", "--model", "block", "--data", str(small_corpus), "--dim", "32",
+            "--layers", "2", "--batch-size", "2", "--seq-len", "32", "--out", str(out),
+            "--set", "train.eval_tokens=256", "--set", "model.local_dim=16",
+            "--set", "model.local_layers=attention(heads=2)", "--set", "model.embed_dim=8"]
+    assert main(argv + ["--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "family     : block, block size 4" in info
+    assert "global dim 32, 2 layers, local dim 16, 1 layers" in info
+    assert "layers     : global attention*2; local attention(heads=2)" in info
+    assert "local layer 0       attention        heads=2" in info
+    assert main(argv + ["--steps", "3", "--resume"]) == 0
+    assert "step 3:" in capsys.readouterr().out
+    assert main(["train", "--model", "lm", "--out", str(out), "--resume", "--steps", "4"]) == 2
+    assert "the run in" in capsys.readouterr().err
+    assert main(["generate", str(out), "--prompt", "def f(", "--max-new-tokens", "6",
+                 "--strategy", "greedy"]) == 0
+    assert capsys.readouterr().out.startswith("def f(")

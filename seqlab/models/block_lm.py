@@ -87,6 +87,10 @@ class BlockLMConfig(Config):
         require(self.max_length is None or self.max_length > 0, self, "max_length",
                 "a positive int or None")
 
+    def layer_groups(self) -> dict[str, tuple[int, tuple[LayerSpec, ...]]]:
+        """The global model over blocks and the local model in a block: (width, layers)."""
+        return {"global": (self.dim, self.layers), "local": (self.local_dim, self.local_layers)}
+
     def stack_config(self, which: str) -> LMConfig:
         """The LMConfig of the ``"global"`` or ``"local"`` stack."""
         dim, layers = (self.dim, self.layers) if which == "global" else (self.local_dim,

@@ -113,6 +113,10 @@ class LMConfig(Config):
             return self.mlp_hidden
         return -(-int(8 * self.dim / 3) // 64) * 64
 
+    def layer_groups(self) -> dict[str, tuple[int, tuple[LayerSpec, ...]]]:
+        """Each stack of mixers by name: (width, layers). One here; other families have more."""
+        return {"layers": (self.dim, self.layers)}
+
 
 def _with_defaults(layers: tuple[LayerSpec, ...], defaults: Any) -> tuple[LayerSpec, ...]:
     """``layers`` with ``mixer_options`` defaults under each layer's own options."""

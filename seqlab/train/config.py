@@ -24,6 +24,7 @@ else:  # the same parser, published separately before 3.11
 from seqlab.config import Config, ConfigError, require
 from seqlab.errors import CheckpointError
 from seqlab.files import read_text
+from seqlab.models import kinds
 from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import split_patterns
 from seqlab.tasks.corpus import DataConfig
@@ -71,12 +72,27 @@ class TrainConfig(OptimizerConfig):
 class RunConfig(Config):
     """Everything a training run needs; written beside its checkpoints."""
 
-    model: LMConfig = field(default_factory=LMConfig)
+    # Any family of seqlab.models.kinds.MODELS; in plain data its "kind" key names it ("lm").
+    model: Config = field(default_factory=LMConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)   # off unless target > 0
     out_dir: str = "runs/default"
     init: str | None = None   # weights to start from: alias, .gguf, HF folder, seqlab checkpoint
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, Config):
+            object.__setattr__(self, "model", kinds.config_from_dict(self.model))
+        kinds.kind_of_config(self.model)   # a registered family, or a TypeError (a bug)
+        super().__post_init__()
+
+    @property
+    def kind(self) -> str:
+        """The model family, e.g. "lm" or "block"."""
+        return kinds.kind_of_config(self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "model": kinds.config_to_dict(self.model)}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

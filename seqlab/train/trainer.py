@@ -29,9 +29,9 @@ import yaml
 from tqdm import tqdm
 
 from seqlab.config import ConfigError
+from seqlab.models import kinds
 from seqlab.models.io import CheckpointError, load
 from seqlab.models.lm import LM
-from seqlab.models.pattern import format_pattern
 from seqlab.tasks.corpus import Corpus, DataError, load_corpus
 from seqlab.tokenizer import load_tokenizer
 from seqlab.train import distributed as D
@@ -233,7 +233,7 @@ class Trainer:
             model = init_model
         elif model is None:
             torch.manual_seed(self.cfg.seed)
-            model = LM(self._model_config())
+            model = kinds.build(self._model_config())
         return model, trainer_state, ckpt
 
     def _make_pruner(self, model: LM, trainer_state: dict | None, ckpt: Path | None) -> Pruner | None:
@@ -274,8 +274,8 @@ class Trainer:
                                   f"{self.run.init!r}; resume it without changing --init")
         if saved.init is not None:
             return  # the model is the pretrained one; its config is in the checkpoint
-        want = self._model_config().to_dict()
-        have = saved.model.to_dict()
+        want = kinds.config_to_dict(self._model_config())
+        have = kinds.config_to_dict(saved.model)
         diff = [f"{k}: checkpoint {have.get(k)!r} vs requested {want.get(k)!r}"
                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
         if diff:
@@ -289,7 +289,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            resolved = {**self.run.to_dict(), "model": self.model_cfg.to_dict(),
+            resolved = {**self.run.to_dict(), "model": kinds.config_to_dict(self.model_cfg),
                         "sparsity": self.sparsity.to_dict()}
             _write_atomic(self.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
             # Records past the step we start from are logged again below; a torn line goes.
@@ -305,8 +305,9 @@ class Trainer:
                    disable=not (self.progress and info.is_main), desc="train")
         if info.is_main and self.progress:
             tb = "on" if log.tb is not None else "off (pip install tensorboard to enable)"
-            bar.write(f"model: {self.model.num_parameters():,} parameters, layers "
-                      f"{format_pattern(self.model_cfg.layers)}; device {self.device}, autocast "
+            bar.write(f"model: {kinds.kind_of_config(self.model_cfg)}, "
+                      f"{self.model.num_parameters():,} parameters, layers "
+                      f"{kinds.describe_layers(self.model_cfg)}; device {self.device}, autocast "
                       f"{self.amp or 'off'}, processes {info.world}; {tokens_per_step:,} tokens/step; "
                       f"tensorboard {tb}")
         t_start = time.perf_counter()

@@ -12,7 +12,7 @@ from seqlab.train.config import TrainConfig
 from seqlab.train.optim import lr_at
 from seqlab.train.trainer import Trainer, evaluate
 
-from .conftest import tiny_run
+from .conftest import TINY_BLOCK, tiny_run
 
 
 def test_schedule_warms_up_then_decays_to_floor():
@@ -41,11 +41,12 @@ def test_bpb_does_not_depend_on_eval_batch_size(small_corpus, tmp_path):
     assert a["bpb"] == pytest.approx(a["loss"] / math.log(2), rel=1e-9)  # bytes: one token = one byte
 
 
-def test_resume_gives_identical_losses(small_corpus, tmp_path):
-    whole = Trainer(tiny_run(small_corpus, tmp_path / "a"), progress=False).fit()
-    first = Trainer(tiny_run(small_corpus, tmp_path / "b"), progress=False).fit(stop_at=2)
+@pytest.mark.parametrize("model", [None, TINY_BLOCK], ids=["lm", "block"])
+def test_resume_gives_identical_losses(small_corpus, tmp_path, model):
+    whole = Trainer(tiny_run(small_corpus, tmp_path / "a", model), progress=False).fit()
+    first = Trainer(tiny_run(small_corpus, tmp_path / "b", model), progress=False).fit(stop_at=2)
     assert first.stopped == "paused" and latest_checkpoint(tmp_path / "b").name == "step-000002"
-    rest = Trainer(tiny_run(small_corpus, tmp_path / "b"), resume=True, progress=False).fit()
+    rest = Trainer(tiny_run(small_corpus, tmp_path / "b", model), resume=True, progress=False).fit()
     assert first.losses + rest.losses == whole.losses  # exact, not approximate
     assert [e["bpb"] for e in rest.evals] == [e["bpb"] for e in whole.evals if e["step"] > 2]
 
@@ -76,6 +77,22 @@ def test_resume_with_another_model_is_refused(small_corpus, tmp_path):
     other = type(run).from_dict({**run.to_dict(), "model": {**run.model.to_dict(), "dim": 48}})
     with pytest.raises(CheckpointError, match=r"another model \(dim: checkpoint 32 vs requested 48"):
         Trainer(other, resume=True, progress=False)
+
+
+def test_another_family_trains_saves_and_loads(small_corpus, tmp_path):
+    from seqlab.models import BlockLM
+
+    run = tiny_run(small_corpus, tmp_path / "run", TINY_BLOCK, steps=12, eval_every=12, lr=3e-3)
+    result = Trainer(run, progress=False).fit()
+    assert result.losses[-1] < result.losses[0] - 0.5
+    saved = load(latest_checkpoint(tmp_path / "run"))
+    assert isinstance(saved, BlockLM) and saved.cfg.block_size == 4 and saved.cfg.local_dim == 24
+    from seqlab.train.config import read_run_file
+    assert read_run_file(tmp_path / "run" / "config.yaml")["model"]["kind"] == "block"
+    # A resumed run of another family is refused by name, not by a shape mismatch.
+    with pytest.raises(CheckpointError, match=r"another model \(.*kind: checkpoint 'block' vs "
+                                              r"requested 'lm'"):
+        Trainer(tiny_run(small_corpus, tmp_path / "run", steps=12), resume=True, progress=False)
 
 
 @pytest.mark.parametrize("name", ["trainer.safetensors", "trainer.json", "model.safetensors"])
