@@ -14,7 +14,8 @@ from seqlab.tasks.probes.base import IGNORE, Probe, ProbeBatch, ProbeConfig
 PROBES: dict[str, type[Probe]] = {}
 
 _MODULES: list[str] = ["mqar", "selective_copy", "induction", "icll", "set_disjointness", "passkey",
-                       "binary_successor", "tree_traversal", "listops", "digits", "file"]
+                       "binary_successor", "tree_traversal", "listops", "digits", "file",
+                       "arrow"]
 
 
 def register(name: str):

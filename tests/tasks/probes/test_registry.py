@@ -17,6 +17,7 @@ SMALL = {
     "listops": dict(seq_len=96, max_depth=4),
     "digits": dict(),
     "digits_permuted": dict(),
+    "arrow": dict(seq_len=144, max_radius=2.0, max_length=4.5, clearance=1.0),
 }
 
 
