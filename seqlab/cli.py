@@ -59,12 +59,15 @@ def _run_config_from_args(args: argparse.Namespace):
         _check_init_without_shape(args, from_file)
     if args.mixers or args.layers:
         # One pattern syntax (seqlab/models/pattern.py) for this flag, bench's and config files.
+        kind = args.model or _kind(data)
+        saved = _shape_of(data.get("model", {}), kind).get("layers")
         pattern = parse_layers(_one_pattern(args.mixers), "--mixers") if args.mixers else \
-            parse_layers(data.get("model", {}).get("layers") or _default_layers(args.model or _kind(data)),
-                         "model.layers")
+            parse_layers(saved or _shape_of(_default_model(kind), kind)["layers"], "model.layers")
         layers = repeat_to(pattern, args.layers or len(pattern))
-        flags["model"]["layers"] = [s.to_dict() for s in layers]
-    for key, section, field in [("dim", "model", "dim"), ("data", "data", "paths"),
+        _shape_of(flags["model"], kind, create=True)["layers"] = [s.to_dict() for s in layers]
+    if args.dim is not None:
+        _shape_of(flags["model"], args.model or _kind(data), create=True)["dim"] = args.dim
+    for key, section, field in [("data", "data", "paths"),
                                 ("tokenizer", "data", "tokenizer"), ("steps", "train", "steps"),
                                 ("batch_size", "train", "batch_size"), ("seq_len", "train", "seq_len"),
                                 ("lr", "train", "lr"), ("device", "train", "device"),
@@ -90,11 +93,24 @@ def _kind(data: dict) -> str:
     return model.get("kind", "lm") if isinstance(model, dict) else "lm"
 
 
-def _default_layers(kind: str):
-    """The layer pattern of a family's default config (its global stack)."""
+def _default_model(kind: str) -> dict:
+    """A family's default config as plain data."""
     from seqlab.models.kinds import MODELS
 
-    return MODELS[kind][0]().layers if kind in MODELS else ()
+    return MODELS[kind][0]().to_dict() if kind in MODELS else {}
+
+
+def _shape_of(model: dict, kind: str, create: bool = False) -> dict:
+    """Where --dim and --mixers go in a model section: the section itself, or its
+    ``backbone`` for a family that wraps an LM (hmt)."""
+    from seqlab.models.kinds import MODELS
+
+    fields = MODELS[kind][0].field_names() if kind in MODELS else []
+    if "backbone" in fields and "dim" not in fields:
+        if create:
+            return model.setdefault("backbone", {})
+        return model.get("backbone") or {}
+    return model
 
 
 def _check_init_without_shape(args: argparse.Namespace, from_file: dict) -> None:

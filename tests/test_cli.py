@@ -206,3 +206,16 @@ def test_train_model_block_then_info_resume_and_generate(tmp_path, small_corpus,
     assert main(["generate", str(out), "--prompt", "def f(", "--max-new-tokens", "6",
                  "--strategy", "greedy"]) == 0
     assert capsys.readouterr().out.startswith("def f(")
+
+
+def test_shape_flags_reach_a_wrapped_backbone():
+    from seqlab.cli import _run_config_from_args, build_parser
+
+    run = _run_config_from_args(build_parser().parse_args(
+        ["train", "--model", "hmt", "--dim", "48", "--mixers", "attention(heads=2)+gru",
+         "--layers", "3", "--set", "model.segment=32"]))
+    assert run.kind == "hmt" and run.model.segment == 32 and run.model.backbone.dim == 48
+    assert [str(s) for s in run.model.backbone.layers] == ["attention(heads=2)", "gru",
+                                                            "attention(heads=2)"]
+    run = _run_config_from_args(build_parser().parse_args(["train", "--model", "hmt", "--layers", "2"]))
+    assert [str(s) for s in run.model.backbone.layers] == ["attention", "attention"]

@@ -2,10 +2,12 @@
 
 from seqlab.errors import CheckpointError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
+from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.io import load, save
 from seqlab.models.kinds import MODELS
 from seqlab.models.lm import LM, LMConfig, LMState, build_lm
 from seqlab.models.pretrained import load_pretrained
 
 __all__ = ["LM", "LMConfig", "LMState", "MODELS", "BlockLM", "BlockLMConfig", "CheckpointError",
+           "HMT", "HMTConfig",
            "build_lm", "load", "load_pretrained", "save"]

@@ -15,11 +15,13 @@ from typing import Any
 
 from seqlab.config import Config, ConfigError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
+from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.lm import LM, LMConfig
 
 MODELS = {
     "lm": (LMConfig, LM),
     "block": (BlockLMConfig, BlockLM),
+    "hmt": (HMTConfig, HMT),
 }
 
 
@@ -58,6 +60,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """``cfg`` as plain data with its family first: the inverse of :func:`config_from_dict`."""
     return {"kind": kind_of_config(cfg), **cfg.to_dict()}
+
+
+def with_vocab_size(cfg: Config, vocab_size: int) -> Config:
+    """``cfg`` with another vocabulary (the data's tokenizer decides it): its own field, or
+    the family's ``with_vocab_size`` where the vocabulary sits inside (a wrapped backbone)."""
+    if hasattr(cfg, "with_vocab_size"):
+        return cfg.with_vocab_size(vocab_size)
+    return type(cfg).from_dict({**cfg.to_dict(), "vocab_size": vocab_size})
 
 
 def build(cfg: Config):

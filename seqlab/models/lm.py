@@ -345,6 +345,26 @@ class LM(nn.Module):
             new.append(s)
         return self.norm(x), LMState(tuple(new))
 
+    def features_of_vectors(self, x: Tensor, state: LMState | None = None
+                            ) -> tuple[Tensor, LMState]:
+        """``features`` on input vectors ``x (B, T, dim)`` in place of token embeddings, e.g.
+        the memory and summary vectors a wrapper (``seqlab.models.hmt``) interleaves with
+        tokens; ``x (B, dim)`` is one step. Mixers that read token ids cannot run here."""
+        layer_states = self._check_state(state, x.shape[0])
+        if x.dim() == 2:
+            if state is None:
+                raise StateError("a step of vectors needs a state (model.init_state)")
+            new = []
+            for block, s in zip(self.blocks, layer_states):
+                x, s = block.step(x, s)
+                new.append(s)
+            return self.norm(x), LMState(tuple(new))
+        new = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block(x, s)
+            new.append(s)
+        return self.norm(x), LMState(tuple(new))
+
     def step(self, token: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """Recurrent face: ``token: (B,)`` -> ``logits: (B, vocab)`` and the new state."""
         self._check_tokens(token, rank=1)

@@ -265,7 +265,7 @@ class Trainer:
         m = self.run.model
         if m.vocab_size != self.corpus.vocab_size:
             # The data's tokenizer decides the vocabulary.
-            m = type(m).from_dict({**m.to_dict(), "vocab_size": self.corpus.vocab_size})
+            m = kinds.with_vocab_size(m, self.corpus.vocab_size)
         return m
 
     def _check_same_run(self, saved: RunConfig) -> None:
