@@ -2,6 +2,7 @@
 
 from seqlab.errors import CheckpointError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
+from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.io import load, save
 from seqlab.models.kinds import MODELS
@@ -9,5 +10,6 @@ from seqlab.models.lm import LM, LMConfig, LMState, build_lm
 from seqlab.models.pretrained import load_pretrained
 
 __all__ = ["LM", "LMConfig", "LMState", "MODELS", "BlockLM", "BlockLMConfig", "CheckpointError",
+           "HAT", "HATConfig",
            "HMT", "HMTConfig",
            "build_lm", "load", "load_pretrained", "save"]

@@ -37,7 +37,7 @@ from seqlab.config import Config, require
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
-from seqlab.models.stack import Stack
+from seqlab.models.stack import Stack, per_row
 from seqlab.state import State, StateError
 
 
@@ -264,9 +264,9 @@ class BlockLM(nn.Module):
         x = self.local_embed(token)
         if any(done):
             ctx, new_g = self.global_.step(self._embed_blocks(pending[:, None])[:, 0], gstate)
-            gstate = _per_row(done, gstate, new_g,
+            gstate = per_row(done, gstate, new_g,
                               [n + d for n, d in zip(state.blocks, done)])
-            local = _per_row(done, local, self.local.init_state(B, device=token.device,
+            local = per_row(done, local, self.local.init_state(B, device=token.device,
                                                                  dtype=x.dtype))
             x = torch.where(torch.tensor(done, device=x.device)[:, None], self.ctx_proj(ctx), x)
         h, local = self.local.step(x, local)
@@ -301,23 +301,6 @@ class BlockLM(nn.Module):
         if state.batch_size != batch_size:
             raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
                              f"{batch_size}; use state.select(index) to pick or repeat rows")
-
-
-def _per_row(take_new: list[bool], old: LMState, new: LMState,
-             lengths: list[int] | None = None) -> LMState:
-    """Per row, ``new`` where ``take_new`` else ``old``. When ``new`` continues ``old`` and
-    rewinds (KV caches), rewinding its rows to ``lengths`` is enough and copies nothing;
-    otherwise the rows are gathered from both (a reset to a fresh local state is always
-    gathered, so that no snapshot's entries are overwritten in place)."""
-    if all(take_new):
-        return new
-    if not any(take_new):
-        return old
-    if lengths is not None and new.can_truncate:
-        return new.truncate(lengths)
-    B = old.batch_size
-    index = torch.tensor([B + b if t else b for b, t in enumerate(take_new)])
-    return type(old).cat([old, new]).select(index)
 
 
 __all__ = ["BlockLM", "BlockLMConfig", "BlockLMState"]

@@ -16,12 +16,14 @@ from typing import Any
 from seqlab.config import Config, ConfigError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
 from seqlab.models.hmt import HMT, HMTConfig
+from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.lm import LM, LMConfig
 
 MODELS = {
     "lm": (LMConfig, LM),
     "block": (BlockLMConfig, BlockLM),
     "hmt": (HMTConfig, HMT),
+    "hat": (HATConfig, HAT),
 }
 
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from seqlab.models.lm import Block, LMConfig, LMState, _build_mixer
@@ -52,3 +53,21 @@ class Stack(nn.Module):
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> LMState:
         return LMState(tuple(b.mixer.init_state(batch_size, device=device, dtype=dtype)
                              for b in self.blocks))
+
+
+def per_row(take_new: list[bool], old: LMState, new: LMState,
+            lengths: list[int] | None = None) -> LMState:
+    """Per row, ``new`` where ``take_new`` else ``old`` (the hierarchical models' inner states
+    when some rows finish a block or word). When ``new`` continues ``old`` and rewinds (KV
+    caches), rewinding its rows to ``lengths`` is enough and copies nothing; otherwise the
+    rows are gathered from both (a reset to a fresh state is always gathered, so that no
+    snapshot's entries are overwritten in place)."""
+    if all(take_new):
+        return new
+    if not any(take_new):
+        return old
+    if lengths is not None and new.can_truncate:
+        return new.truncate(lengths)
+    B = old.batch_size
+    index = torch.tensor([B + b if t else b for b, t in enumerate(take_new)])
+    return type(old).cat([old, new]).select(index)
