@@ -4,6 +4,7 @@ from seqlab.errors import CheckpointError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
 from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.hmt import HMT, HMTConfig
+from seqlab.models.hnet import HNet, HNetConfig
 from seqlab.models.io import load, save
 from seqlab.models.kinds import MODELS
 from seqlab.models.lm import LM, LMConfig, LMState, build_lm
@@ -12,4 +13,5 @@ from seqlab.models.pretrained import load_pretrained
 __all__ = ["LM", "LMConfig", "LMState", "MODELS", "BlockLM", "BlockLMConfig", "CheckpointError",
            "HAT", "HATConfig",
            "HMT", "HMTConfig",
+           "HNet", "HNetConfig",
            "build_lm", "load", "load_pretrained", "save"]

@@ -17,6 +17,7 @@ from seqlab.config import Config, ConfigError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
 from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.hat import HAT, HATConfig
+from seqlab.models.hnet import HNet, HNetConfig
 from seqlab.models.lm import LM, LMConfig
 
 MODELS = {
@@ -24,6 +25,7 @@ MODELS = {
     "block": (BlockLMConfig, BlockLM),
     "hmt": (HMTConfig, HMT),
     "hat": (HATConfig, HAT),
+    "hnet": (HNetConfig, HNet),
 }
 
 

@@ -332,7 +332,10 @@ class Trainer:
                                 logits, _ = self.forward(x)
                             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                    y.reshape(-1))
-                            (loss / cfg.grad_accum).backward()
+                            # A family's auxiliary loss (H-Net's ratio loss), already weighted,
+                            # joins the objective; the logged loss stays the cross-entropy.
+                            aux = getattr(self.model, "aux_loss", None)
+                            ((loss if aux is None else loss + aux) / cfg.grad_accum).backward()
                         loss_sum += loss.detach().double()
                     return D.all_reduce_sum(loss_sum, info).item() / (cfg.grad_accum * info.world)
 
