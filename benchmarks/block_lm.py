@@ -158,6 +158,8 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=60_000)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--plot", default=str(OUT / "block_lm.png"))
+    p.add_argument("--train-only", action="store_true", help="train and save; decode later with --reuse")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args()
     if args.quick:
         args.steps, args.plain_max_steps, args.eval_every = 30, 60, 10
@@ -167,7 +169,7 @@ def main() -> None:
     from seqlab.models import load, save
     from seqlab.tasks.corpus import load_corpus
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     corpus = load_corpus()
     windows = corpus.eval_windows(args.seq_len, args.eval_tokens)
     saved = OUT / ("block_lm_quick" if args.quick else "block_lm")
@@ -185,12 +187,19 @@ def main() -> None:
             row = {"model": name, **train(model, corpus, windows, args, name, steps, target)}
             save(model, saved / f"model{i}")
         target = row["val_bpb"] if target is None else target
+        rows.append(row)
+        if args.train_only:
+            continue
         for B in batches:
             for ctx in contexts:
                 r = decode(model, corpus, B, ctx, args.new_tokens)
                 row[f"decode_b{B}_c{ctx}_tok_s"] = r["decode_tok_s"]
                 row[f"state_bytes_c{ctx}"] = r["state_bytes_per_seq"]
-        rows.append(row)
+    if args.train_only:
+        (OUT / "block_lm.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        print("trained and saved; decode with --reuse:",
+              [(r["model"], r["steps"], round(r["val_bpb"], 3)) for r in rows])
+        return
     cols = [k for k in rows[0] if k.startswith("decode_")]
     print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"{time.perf_counter() - start:.0f} s in all")
