@@ -37,7 +37,7 @@ from seqlab.config import Config, require
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
-from seqlab.models.stack import Stack, per_row
+from seqlab.models.stack import Stack, check_state, per_row, step_through
 from seqlab.state import State, StateError
 
 
@@ -214,13 +214,7 @@ class BlockLM(nn.Module):
         self._check_tokens(tokens, 2)
         if state is not None:
             self._check_state(state, tokens.shape[0])
-            outs = []
-            for t in range(tokens.shape[1]):
-                logits, state = self._step(tokens[:, t], state)
-                outs.append(logits)
-            if not outs:
-                raise ValueError("the model was given an empty chunk of tokens")
-            return (outs[-1] if last_only else torch.stack(outs, 1)), state
+            return step_through(self._step, tokens, state, last_only)
         hidden, state = self._parallel(tokens)
         return self.head(hidden[:, -1] if last_only else hidden), state
 
@@ -295,12 +289,7 @@ class BlockLM(nn.Module):
         check_token_ids(tokens, rank, self.cfg.vocab_size)
 
     def _check_state(self, state: Any, batch_size: int) -> None:
-        if not isinstance(state, BlockLMState):
-            raise StateError(f"the Block Transformer was given a {type(state).__name__}; it needs "
-                             "a BlockLMState (from model.init_state or an earlier call)")
-        if state.batch_size != batch_size:
-            raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
-                             f"{batch_size}; use state.select(index) to pick or repeat rows")
+        check_state(state, BlockLMState, batch_size, "Block Transformer", "a BlockLMState")
 
 
 __all__ = ["BlockLM", "BlockLMConfig", "BlockLMState"]

@@ -44,7 +44,7 @@ from seqlab.config import Config, require
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
-from seqlab.models.stack import Stack, per_row
+from seqlab.models.stack import Stack, check_state, per_row, step_through
 from seqlab.state import State, StateError
 
 WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")   # what bytes.isspace() and re's \s accept
@@ -270,13 +270,7 @@ class HAT(nn.Module):
         check_token_ids(tokens, 2, self.cfg.vocab_size)
         if state is not None:
             self._check_state(state, tokens.shape[0])
-            outs = []
-            for t in range(tokens.shape[1]):
-                logits, state = self._step(tokens[:, t], state)
-                outs.append(logits)
-            if not outs:
-                raise ValueError("the model was given an empty chunk of tokens")
-            return (outs[-1] if last_only else torch.stack(outs, 1)), state
+            return step_through(self._step, tokens, state, last_only)
         if tokens.shape[1] == 0:
             raise ValueError("the model was given an empty sequence of tokens")
         hidden, state = self._parallel(tokens)
@@ -379,12 +373,7 @@ class HAT(nn.Module):
                        + sum(b.mixer.state_size(self.cfg.max_word) for b in self.decoder.blocks))
 
     def _check_state(self, state: Any, batch_size: int) -> None:
-        if not isinstance(state, HATState):
-            raise StateError(f"the HAT model was given a {type(state).__name__}; it needs a "
-                             "HATState (from model.init_state or an earlier call)")
-        if state.batch_size != batch_size:
-            raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
-                             f"{batch_size}; use state.select(index) to pick or repeat rows")
+        check_state(state, HATState, batch_size, "HAT model", "a HATState")
 
 
 def _ragged(stack: Stack, x: Tensor, lengths: list[int]) -> tuple[Tensor, LMState]:

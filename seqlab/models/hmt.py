@@ -42,6 +42,7 @@ from seqlab.config import Config, ConfigError, require
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.lm import LM, LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec
+from seqlab.models.stack import check_state, step_through
 from seqlab.state import State, StateError
 
 
@@ -200,13 +201,7 @@ class HMT(nn.Module):
         check_token_ids(tokens, 2, self.vocab_size)
         if state is not None:
             self._check_state(state, tokens.shape[0])
-            outs = []
-            for t in range(tokens.shape[1]):
-                logits, state = self._step(tokens[:, t], state)
-                outs.append(logits)
-            if not outs:
-                raise ValueError("the model was given an empty chunk of tokens")
-            return (outs[-1] if last_only else torch.stack(outs, 1)), state
+            return step_through(self._step, tokens, state, last_only)
         hidden, state = self._parallel(tokens)
         return self.lm.logits(hidden[:, -1] if last_only else hidden), state
 
@@ -320,12 +315,7 @@ class HMT(nn.Module):
                 + 8 * (cfg.segment + 1))
 
     def _check_state(self, state: Any, batch_size: int) -> None:
-        if not isinstance(state, HMTState):
-            raise StateError(f"the HMT was given a {type(state).__name__}; it needs an HMTState "
-                             "(from model.init_state or an earlier call)")
-        if state.batch_size != batch_size:
-            raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
-                             f"{batch_size}; use state.select(index) to pick or repeat rows")
+        check_state(state, HMTState, batch_size, "HMT", "an HMTState")
 
 
 __all__ = ["HMT", "HMTConfig", "HMTState"]

@@ -44,7 +44,7 @@ from seqlab.config import Config, require
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
-from seqlab.models.stack import Stack, per_row
+from seqlab.models.stack import Stack, check_state, per_row, step_through
 from seqlab.state import State, StateError
 
 # The EMA's P is kept inside [eps, 1 - eps] (the paper's code: 1e-4), so log(1 - P) is finite.
@@ -248,11 +248,7 @@ class HNet(nn.Module):
         self.aux_loss = None
         if state is not None:
             self._check_state(state, tokens.shape[0])
-            outs = []
-            for t in range(tokens.shape[1]):
-                logits, state = self._step(tokens[:, t], state)
-                outs.append(logits)
-            return (outs[-1] if last_only else torch.stack(outs, 1)), state
+            return step_through(self._step, tokens, state, last_only)
         hidden, state = self._parallel(tokens)
         return self.head(hidden[:, -1] if last_only else hidden), state
 
@@ -372,12 +368,7 @@ class HNet(nn.Module):
                        + 2 * self.cfg.byte_dim)
 
     def _check_state(self, state: Any, batch_size: int) -> None:
-        if not isinstance(state, HNetState):
-            raise StateError(f"the H-Net was given a {type(state).__name__}; it needs an "
-                             "HNetState (from model.init_state or an earlier call)")
-        if state.batch_size != batch_size:
-            raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
-                             f"{batch_size}; use state.select(index) to pick or repeat rows")
+        check_state(state, HNetState, batch_size, "H-Net", "an HNetState")
 
 
 def _ste_one(c: Tensor) -> Tensor:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqlab.state import StateError
+
 from seqlab.models.lm import Block, LMConfig, LMState, _build_mixer
 from seqlab.nn import RMSNorm
 
@@ -71,3 +73,28 @@ def per_row(take_new: list[bool], old: LMState, new: LMState,
     B = old.batch_size
     index = torch.tensor([B + b if t else b for b, t in enumerate(take_new)])
     return type(old).cat([old, new]).select(index)
+
+
+def check_state(state, state_cls: type, batch_size: int, model: str, needs: str) -> None:
+    """The decoding protocol's state checks, shared by the hierarchical families: ``state`` is
+    a ``state_cls`` of ``batch_size`` rows, else a StateError naming ``model`` and ``needs``
+    (e.g. "a BlockLMState")."""
+    if not isinstance(state, state_cls):
+        raise StateError(f"the {model} was given a {type(state).__name__}; it needs {needs} "
+                         "(from model.init_state or an earlier call)")
+    if state.batch_size != batch_size:
+        raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
+                         f"{batch_size}; use state.select(index) to pick or repeat rows")
+
+
+def step_through(step, tokens: Tensor, state, last_only: bool):
+    """A chunk ``tokens (B, T)`` after ``state``, one ``step(token, state)`` at a time (exact
+    for models whose state cannot take a chunk in parallel): logits ``(B, T, V)``, or the
+    last ``(B, V)`` with ``last_only``, and the state after them."""
+    outs = []
+    for t in range(tokens.shape[1]):
+        logits, state = step(tokens[:, t], state)
+        outs.append(logits)
+    if not outs:
+        raise ValueError("the model was given an empty chunk of tokens")
+    return (outs[-1] if last_only else torch.stack(outs, 1)), state
