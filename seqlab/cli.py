@@ -72,7 +72,8 @@ def _run_config_from_args(args: argparse.Namespace):
                                 ("batch_size", "train", "batch_size"), ("seq_len", "train", "seq_len"),
                                 ("lr", "train", "lr"), ("device", "train", "device"),
                                 ("precision", "train", "precision"),
-                                ("time_limit", "train", "time_limit")]:
+                                ("time_limit", "train", "time_limit"),
+                                ("objective", "train", "objective")]:
         value = getattr(args, key)
         if value is not None:
             flags[section][field] = value
@@ -210,7 +211,8 @@ def load_for_cli(path: str, device: str = "cpu", weights: str = "float", activat
         if cand.is_file():
             run = RunConfig.from_dict(read_run_file(cand))
             break
-    if tokenizer.vocab_size != model.cfg.vocab_size:
+    # Ids past the tokenizer's are an objective's own (the MLM mask id), never text.
+    if tokenizer.vocab_size > model.cfg.vocab_size:
         raise CLIError(f"{model_dir}: the model has a vocabulary of {model.cfg.vocab_size} but its "
                        f"tokenizer has {tokenizer.vocab_size}; the tokenizer.json beside it is missing "
                        "or belongs to another model")
@@ -230,10 +232,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data_cfg = run.data if (run is not None and not args.data) else DataConfig(paths=tuple(args.data or ()))
     corpus = load_corpus(data_cfg, tokenizer=tokenizer)
     seq_len = args.seq_len or (run.train.seq_len if run else 256)
-    ev = evaluate(model, corpus, seq_len, args.tokens, args.batch_size, device)
+    objective = args.objective or (run.train.objective if run else "clm")
+    if objective == "mlm" and model.vocab_size <= corpus.vocab_size:
+        raise CLIError(f"--objective mlm needs a model trained with it: this one has no mask id "
+                       f"past the data's {corpus.vocab_size} tokens")
+    ev = evaluate(model, corpus, seq_len, args.tokens, args.batch_size, device,
+                  objective=objective, mlm_probability=run.train.mlm_probability if run else 0.15)
+    scored = {"clm": "", "mlm": " masked", "prefix": " after-prefix"}[objective]
     print(f"{ev['bpb']:.4f} bits per byte, loss {ev['loss']:.4f} nats/token (perplexity "
-          f"{math.exp(ev['loss']):.2f}) over {ev['tokens']:,} tokens at seq_len {seq_len}; "
-          f"{ev['tokens_per_s']:,.0f} tokens/s on {device}")
+          f"{math.exp(ev['loss']):.2f}) over {ev['tokens']:,}{scored} tokens at seq_len {seq_len} "
+          f"({objective}); {ev['tokens_per_s']:,.0f} tokens/s on {device}")
     return 0
 
 
@@ -485,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["auto", "float32", "bfloat16"])
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds")
+    t.add_argument("--objective", choices=["clm", "mlm", "prefix"],
+                   help="clm: causal LM (default, a decoder); mlm: masked LM with a bidirectional "
+                        "mask (an encoder); prefix: prefix LM. One recipe for all three; "
+                        "--init a run of one objective to go on under another")
     t.add_argument("--out", help="run folder (default runs/default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--init", help="start from a pretrained model (alias such as smollm2, .gguf file or "
@@ -502,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq-len", type=int)
     e.add_argument("--tokens", type=int, default=262144, help="validation tokens to score")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--objective", choices=["clm", "mlm", "prefix"],
+                   help="what to score (default: the run's training objective, else clm)")
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 

@@ -219,3 +219,20 @@ def test_shape_flags_reach_a_wrapped_backbone():
                                                             "attention(heads=2)"]
     run = _run_config_from_args(build_parser().parse_args(["train", "--model", "hmt", "--layers", "2"]))
     assert [str(s) for s in run.model.backbone.layers] == ["attention", "attention"]
+
+
+def test_train_an_encoder_with_mlm_then_eval_it_by_its_objective(tmp_path, small_corpus, capsys):
+    out = tmp_path / "enc"
+    assert main(["train", "--quiet", "--objective", "mlm", "--data", str(small_corpus),
+                 "--mixers", "attention(heads=2)+lstm", "--dim", "32", "--steps", "2",
+                 "--batch-size", "2", "--seq-len", "32", "--out", str(out),
+                 "--set", "train.eval_tokens=256"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(small_corpus), "--tokens", "512"]) == 0
+    assert "masked tokens at seq_len 32 (mlm)" in capsys.readouterr().out
+    assert main(["eval", str(out), "--data", str(small_corpus), "--tokens", "512",
+                 "--objective", "prefix"]) == 0
+    assert "after-prefix tokens" in capsys.readouterr().out
+    assert main(["train", "--objective", "mlm", "--model", "block", "--data", str(small_corpus),
+                 "--steps", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "non-causal face" in capsys.readouterr().err

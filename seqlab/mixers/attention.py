@@ -408,6 +408,24 @@ class Attention(Mixer):
         y = y.transpose(1, 2).reshape(B, T, self.inner)
         return self.o_proj(y), new_state
 
+    def mix_prefix(self, x: Tensor, prefix: Tensor, **tokens: Tensor) -> tuple[Tensor, KVCache]:
+        """Non-causal face by mask: query i of row b sees key j iff j <= i or both lie in the
+        row's prefix (i, j < prefix[b]), and |i - j| < window with a window. The cache holds
+        all T keys, so decoding continues causally after them."""
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x)
+        if self.cfg.rotary:
+            cos, sin = rotary_angles(torch.arange(T, device=x.device)[None], self.head_dim,
+                                     self.cfg.rope_theta, dtype=q.dtype, scale=self.cfg.rope_scale)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        i = torch.arange(T, device=x.device)
+        inside = i[None] < prefix.to(x.device)[:, None]                            # (B, T)
+        ok = (i[None, :, None] >= i[None, None, :]) | (inside[:, :, None] & inside[:, None, :])
+        if self.cfg.window is not None:
+            ok = ok & ((i[:, None] - i[None, :]).abs() < self.cfg.window)
+        y = self._sdpa(q, k, v, ok[:, None], is_causal=False)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.inner)), KVCache.fresh(k, v, (T,) * B)
+
     @property
     def supports_tree(self) -> bool:
         return self.cfg.window is None

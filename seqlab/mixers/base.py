@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.config import Config, ConfigError
+from seqlab.mixers.bidirectional import check_prefix, prefix_run
 from seqlab.state import State, StateError
 
 
@@ -86,6 +87,17 @@ class Mixer(nn.Module):
         """Elements of state per sequence after ``seq_len`` tokens."""
         raise NotImplementedError
 
+    def mix_prefix(self, x: Tensor, prefix: Tensor, **tokens: Tensor) -> tuple[Tensor, State]:
+        """The non-causal face from a fresh state: positions ``i < prefix[b]`` of row ``b`` see
+        the whole prefix, later ones only the past (``prefix`` (B,) int64; 0 = causal, the
+        row's length = bidirectional). Returns ``(y, state)``, a state to continue causally
+        after the T positions.
+
+        This default runs the mixer forward and over the reversed prefix, with the same
+        weights (``seqlab.mixers.bidirectional``); attention overrides it with a mask.
+        """
+        return prefix_run(self, x, prefix, tokens.get("tokens"))
+
     @property
     def supports_tree(self) -> bool:
         """Whether ``mix_tree`` (tree attention for speculative trees) works on this mixer."""
@@ -108,6 +120,21 @@ class Mixer(nn.Module):
         if state is not None:
             self.check_state(state, x.shape[0])
         return self.mix(x, state, **self.check_tokens(tokens, x))
+
+    def encode(self, x: Tensor, prefix=None, *, tokens: Tensor | None = None
+               ) -> tuple[Tensor, State]:
+        """The non-causal face on ``x (B, T, D)`` from a fresh state (see ``mix_prefix``).
+
+        ``prefix``: None = bidirectional (every row's prefix is all T positions), an int or
+        one int per row = a prefix LM's split (0 = causal, equal to ``forward(x)``).
+
+        Raises:
+            ValueError: as ``forward``; or prefix lengths outside [0, T].
+        """
+        self.check_input(x, rank=3)
+        B, T = x.shape[:2]
+        p = check_prefix(T if prefix is None else prefix, B, T, x.device)
+        return self.mix_prefix(x, p, **self.check_tokens(tokens, x))
 
     def step(self, x_t: Tensor, state: State, *,
              tokens: Tensor | None = None) -> tuple[Tensor, State]:

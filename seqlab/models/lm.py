@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 import seqlab.mixers as mixers
 from seqlab.config import Config, ConfigError, require
+from seqlab.mixers.bidirectional import check_prefix
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.block_step import block_step
@@ -215,6 +216,12 @@ class Block(nn.Module):
         h, state = self.mixer.mix(self.mixer_norm(x), state, **self._tokens(tokens))
         return self._residuals(x, h), state
 
+    def forward_prefix(self, x: Tensor, prefix: Tensor, tokens: Tensor | None = None
+                       ) -> tuple[Tensor, State]:
+        """The block with its mixer's non-causal face (``Mixer.mix_prefix``) from a fresh state."""
+        h, state = self.mixer.mix_prefix(self.mixer_norm(x), prefix, **self._tokens(tokens))
+        return self._residuals(x, h), state
+
     def forward_tree(self, x: Tensor, state: State, depth: Tensor, visible: Tensor,
                      tokens: Tensor | None = None):
         h, state = self.mixer.mix_tree(self.mixer_norm(x), state, depth, visible,
@@ -285,18 +292,25 @@ class LM(nn.Module):
 
     # -- the two faces ------------------------------------------------------
     def forward(self, tokens: Tensor, state: LMState | None = None, *,
-                last_only: bool = False) -> tuple[Tensor, LMState]:
+                last_only: bool = False, prefix=None) -> tuple[Tensor, LMState]:
         """Parallel face: ``tokens: (B, T)`` int64 -> ``logits: (B, T, vocab)`` and the new state.
 
         ``last_only`` applies the head at the last position only and returns ``(B, vocab)``:
         a prompt's other positions need no logits, and for SmolLM2 (vocabulary 49,152) the
         head over a 160-token prompt cost as much as the 30 layers below it.
 
+        ``prefix`` (an int or one per row) chooses the mask for this call, from a fresh state
+        (UniXcoder's modes in one model; ``seqlab.mixers.bidirectional``): positions before a
+        row's prefix length see the whole prefix, later ones the past. None or 0 is the causal
+        decoder, T the bidirectional encoder (an MLM), between them a prefix LM whose state
+        continues causally after the call.
+
         Raises:
-            ValueError: tokens of the wrong rank, dtype or range.
+            ValueError: tokens of the wrong rank, dtype or range; a prefix outside [0, T] or
+                with a state.
             StateError: a state from another model or of another batch size.
         """
-        hidden, state = self.features(tokens, state)
+        hidden, state = self.features(tokens, state, prefix=prefix)
         return self.head(hidden[:, -1] if last_only else hidden), state
 
     def _embed(self, tokens: Tensor) -> Tensor:
@@ -325,8 +339,10 @@ class LM(nn.Module):
     def capabilities(self) -> Capabilities:
         return Capabilities(tree=self.supports_tree, features=True)
 
-    def features(self, tokens: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
-        """The parallel face without the head: ``hidden: (B, T, dim)`` after the final norm.
+    def features(self, tokens: Tensor, state: LMState | None = None, *,
+                 prefix=None) -> tuple[Tensor, LMState]:
+        """The parallel face without the head: ``hidden: (B, T, dim)`` after the final norm
+        (``prefix``: the mask, as in ``forward``).
 
         ``self.head(hidden)`` gives ``forward``'s logits. Applying the head only
         at the positions that matter (the scored tokens of a probe, the last
@@ -335,13 +351,30 @@ class LM(nn.Module):
         Example:
             >>> hidden, state = model.features(tokens)
             >>> logits = model.head(hidden[targets != -100])     # (N, vocab)
+            >>> encoded, _ = model.features(tokens, prefix=tokens.shape[1])  # bidirectional
         """
         self._check_tokens(tokens, rank=2)
         layer_states = self._check_state(state, tokens.shape[0])
+        if prefix is not None:
+            return self._features_prefix(tokens, state, prefix)
         x = self._embed(tokens)
         new = []
         for block, s in zip(self.blocks, layer_states):
             x, s = block(x, s, tokens)
+            new.append(s)
+        return self.norm(x), LMState(tuple(new))
+
+    def _features_prefix(self, tokens: Tensor, state: LMState | None, prefix
+                         ) -> tuple[Tensor, LMState]:
+        if state is not None:
+            raise ValueError("a call with prefix= (a non-causal mask) starts from a fresh state: "
+                             "drop the state, or call without prefix to continue causally")
+        B, T = tokens.shape
+        p = check_prefix(prefix, B, T, tokens.device)
+        x = self._embed(tokens)
+        new = []
+        for block in self.blocks:
+            x, s = block.forward_prefix(x, p, tokens)
             new.append(s)
         return self.norm(x), LMState(tuple(new))
 
@@ -467,6 +500,29 @@ def check_token_ids(tokens, rank: int, vocab_size: int) -> None:
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+def grow_vocab(model: LM, vocab_size: int) -> LM:
+    """A copy of ``model`` with ``vocab_size`` ids: the old rows kept, each new embedding (and
+    untied head) row the mean of the old ones, so the new ids start as an average token (the
+    MLM mask id a decoder gains when it goes on as an encoder).
+
+    Raises:
+        ValueError: ``vocab_size`` below the model's, or a quantized model.
+    """
+    old = model.cfg.vocab_size
+    if vocab_size < old:
+        raise ValueError(f"grow_vocab cannot shrink the vocabulary ({old} -> {vocab_size})")
+    if not model.embed.weight.is_floating_point():
+        raise ValueError("grow_vocab needs float weights; grow the vocabulary before quantizing")
+    cfg = type(model.cfg).from_dict({**model.cfg.to_dict(), "vocab_size": vocab_size})
+    grown = LM(cfg).to(device=model.device, dtype=model.embed.weight.dtype)
+    state = model.state_dict()
+    for name in ("embed.weight", "head.weight"):
+        w = state[name]
+        state[name] = torch.cat([w, w.mean(0, keepdim=True).expand(vocab_size - old, -1)])
+    grown.load_state_dict(state)
+    return grown
 
 
 def _build_mixer(cfg: LMConfig, i: int) -> mixers.Mixer:

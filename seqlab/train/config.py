@@ -28,6 +28,7 @@ from seqlab.models import kinds
 from seqlab.models.lm import LMConfig
 from seqlab.models.pattern import split_patterns
 from seqlab.tasks.corpus import DataConfig
+from seqlab.train.objectives import OBJECTIVES
 from seqlab.train.optim import OptimizerConfig
 from seqlab.train.sparsity import SparsityConfig
 
@@ -54,6 +55,8 @@ class TrainConfig(OptimizerConfig):
     seed: int = 0
     device: str = "auto"            # auto, cpu, cuda, cuda:1, ...
     time_limit: float | None = None  # seconds; stop (and checkpoint) when reached
+    objective: str = "clm"          # clm | mlm | prefix (seqlab.train.objectives)
+    mlm_probability: float = 0.15   # share of positions an MLM step predicts
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_tokens",
@@ -66,6 +69,10 @@ class TrainConfig(OptimizerConfig):
         super().validate()
         require(self.time_limit is None or self.time_limit > 0, self, "time_limit",
                 "a positive number of seconds or None")
+        require(self.objective in OBJECTIVES, self, "objective", " | ".join(OBJECTIVES))
+        require(0 < self.mlm_probability < 1, self, "mlm_probability", "a share in (0, 1)")
+        require(self.objective != "prefix" or self.seq_len >= 2, self, "seq_len",
+                "at least 2 for the prefix objective (a prefix and a target)")
 
 
 @dataclass(frozen=True)

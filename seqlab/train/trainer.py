@@ -31,10 +31,11 @@ from tqdm import tqdm
 from seqlab.config import ConfigError
 from seqlab.models import kinds
 from seqlab.models.io import CheckpointError, load
-from seqlab.models.lm import LM
+from seqlab.models.lm import LM, grow_vocab
 from seqlab.tasks.corpus import Corpus, DataError, load_corpus
 from seqlab.tokenizer import load_tokenizer
 from seqlab.train import distributed as D
+from seqlab.train import objectives
 from seqlab.train.checkpoint import clean_leftovers, latest_checkpoint, link_latest, \
     list_checkpoints, load_resume_checkpoint, resolve_model_dir, set_aside, step_of, \
     write_checkpoint
@@ -93,8 +94,11 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
 @torch.no_grad()
 def evaluate(model: LM, corpus: Corpus, seq_len: int, max_tokens: int, batch_size: int,
              device: torch.device, amp: torch.dtype | None = None,
-             info: D.DistInfo = D.DistInfo()) -> dict[str, float]:
-    """Validation loss and bits per byte over fixed windows.
+             info: D.DistInfo = D.DistInfo(), objective: str = "clm",
+             mlm_probability: float = 0.15) -> dict[str, float]:
+    """Validation loss and bits per byte over fixed windows, of the targets ``objective``
+    scores (every next token for clm; the masked tokens for mlm; the tokens after each row's
+    prefix for prefix, with masks and prefixes fixed per window).
 
     Sums of per-token negative log-likelihoods and of target bytes are
     accumulated in float64 and divided once, so the result does not depend
@@ -102,26 +106,40 @@ def evaluate(model: LM, corpus: Corpus, seq_len: int, max_tokens: int, batch_siz
     """
     was_training = model.training
     model.eval()
-    windows = corpus.eval_windows(seq_len, max_tokens)[info.rank::info.world]
+    windows = corpus.eval_windows(seq_len, max_tokens)
+    ranks = torch.arange(len(windows))[info.rank::info.world]
+    windows = windows[info.rank::info.world]
     token_bytes = torch.from_numpy(corpus.tokenizer.token_byte_lengths()).to(device)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bytes
     t0 = time.perf_counter()
     for i in range(0, len(windows), batch_size):
-        chunk = windows[i:i + batch_size].to(device)
-        x, y = chunk[:, :-1], chunk[:, 1:]
+        # The draws of window w depend on w alone: the figure is independent of batch_size.
+        batch = objectives.cat_batches([
+            objectives.make_batch(objective, windows[j:j + 1].to(device), corpus.vocab_size,
+                                  seed=-1, step=int(ranks[j]), mlm_probability=mlm_probability)
+            for j in range(i, min(i + batch_size, len(windows)))])
         with autocast_context(device, amp):
-            logits, _ = model(x)
-        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-                              reduction="none")
-        totals += torch.stack([nll.double().sum(), torch.tensor(float(y.numel()), device=device,
-                                                               dtype=torch.float64),
-                               token_bytes[y].sum().double()])
+            logits, _ = _call(model, batch)
+        y = batch.targets.reshape(-1)
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y,
+                              ignore_index=objectives.IGNORE, reduction="none")
+        scored = y != objectives.IGNORE
+        totals += torch.stack([nll.double().sum(), scored.sum().double(),
+                               token_bytes[y[scored]].sum().double()])
     D.all_reduce_sum(totals, info)
     elapsed = time.perf_counter() - t0
     model.train(was_training)
     nll, tokens, n_bytes = totals.tolist()
     return {"loss": nll / tokens, "bpb": nll / (n_bytes * math.log(2)), "tokens": int(tokens),
             "tokens_per_s": tokens / max(elapsed, 1e-9) * info.world}
+
+
+def _call(model, batch: objectives.Batch):
+    """The model on a batch: with its mask where the objective has one (a causal call stays
+    ``model(x)``, which every family accepts)."""
+    if batch.prefix is None:
+        return model(batch.inputs)
+    return model(batch.inputs, prefix=batch.prefix)
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
@@ -231,9 +249,16 @@ class Trainer:
             self._check_same_run(_read_run_config(self.out))
         elif init_model is not None:
             model = init_model
+            want = corpus.vocab_size + objectives.extra_ids(self.cfg.objective)
+            if model.vocab_size < want:
+                # A decoder going on as an MLM encoder: one embedding row for the mask id.
+                model = grow_vocab(model, want)
+                self.notes.append(f"the vocabulary grew from {init_model.vocab_size} to {want} "
+                                  f"ids for the {self.cfg.objective} objective's mask token")
         elif model is None:
             torch.manual_seed(self.cfg.seed)
             model = kinds.build(self._model_config())
+        self._check_objective(model)
         return model, trainer_state, ckpt
 
     def _make_pruner(self, model: LM, trainer_state: dict | None, ckpt: Path | None) -> Pruner | None:
@@ -263,15 +288,29 @@ class Trainer:
 
     def _model_config(self):
         m = self.run.model
-        if m.vocab_size != self.corpus.vocab_size:
-            # The data's tokenizer decides the vocabulary.
-            m = kinds.with_vocab_size(m, self.corpus.vocab_size)
+        # The data's tokenizer decides the vocabulary, plus the objective's own ids (MLM's mask).
+        want = self.corpus.vocab_size + objectives.extra_ids(self.cfg.objective)
+        if m.vocab_size != want:
+            m = kinds.with_vocab_size(m, want)
         return m
+
+    def _check_objective(self, model) -> None:
+        """A non-causal objective needs a model with a mask per call (the LM)."""
+        if self.cfg.objective != "clm" and not isinstance(model, LM):
+            raise ConfigError(
+                f"train.objective = {self.cfg.objective!r} needs a model with a non-causal "
+                f"face (seqlab train --model lm); the {type(model).__name__} family is causal "
+                "only: train it with --objective clm")
 
     def _check_same_run(self, saved: RunConfig) -> None:
         if saved.init != self.run.init:
             raise CheckpointError(f"the run in {self.out} started from init = {saved.init!r}, not "
                                   f"{self.run.init!r}; resume it without changing --init")
+        if saved.train.objective != self.cfg.objective:
+            raise CheckpointError(
+                f"the run in {self.out} trains with objective {saved.train.objective!r}, not "
+                f"{self.cfg.objective!r}; to go on under another objective start a new run from "
+                f"it: --init {self.out} --objective {self.cfg.objective} --out NEW_FOLDER")
         if saved.init is not None:
             return  # the model is the pretrained one; its config is in the checkpoint
         want = kinds.config_to_dict(self._model_config())
@@ -325,13 +364,17 @@ class Trainer:
                         x, y = self.corpus.batch("train", step, cfg.batch_size, cfg.seq_len,
                                                  cfg.seed,
                                                  rows=slice(share * micro, (share + 1) * micro))
-                        x, y = x.to(self.device), y.to(self.device)
+                        window = torch.cat([x, y[:, -1:]], 1).to(self.device)
+                        batch = objectives.make_batch(cfg.objective, window,
+                                                      self.corpus.vocab_size, cfg.seed, step,
+                                                      share, cfg.mlm_probability)
                         sync = m == cfg.grad_accum - 1 or not info.enabled
                         with (contextlib.nullcontext() if sync else self.forward.no_sync()):
                             with autocast_context(self.device, self.amp):
-                                logits, _ = self.forward(x)
+                                logits, _ = _call(self.forward, batch)
                             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                   y.reshape(-1))
+                                                   batch.targets.reshape(-1),
+                                                   ignore_index=objectives.IGNORE)
                             # A family's auxiliary loss (H-Net's ratio loss), already weighted,
                             # joins the objective; the logged loss stays the cross-entropy.
                             aux = getattr(self.model, "aux_loss", None)
@@ -407,7 +450,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         return evaluate(self.model, self.corpus, self.cfg.seq_len, self.cfg.eval_tokens,
-                        self.cfg.eval_batch_size, self.device, self.amp, self.info)
+                        self.cfg.eval_batch_size, self.device, self.amp, self.info,
+                        self.cfg.objective, self.cfg.mlm_probability)
 
     def _save(self, step: int) -> Path | None:
         path = None
