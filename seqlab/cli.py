@@ -245,6 +245,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from seqlab.files import read_texts
+    from seqlab.models.embedder import EmbedConfig, Embedder
+    from seqlab.train.trainer import resolve_device
+
+    texts = read_texts(args.input, CLIError, args.field)
+    if not texts:
+        raise CLIError(f"{args.input} holds no text (blank lines are skipped)")
+    device = resolve_device(args.device, what="--device")
+    model, tokenizer, run = load_for_cli(args.model, device=str(device))
+    # An MLM-trained encoder reads both ways; a decoder (or a pretrained LM) causally.
+    mask = args.mask or ("bidirectional" if run is not None and run.train.objective == "mlm"
+                         else "causal")
+    cfg = EmbedConfig(pooling=args.pooling, mask=mask, max_tokens=args.max_tokens,
+                      batch_size=args.batch_size)
+    vectors = Embedder(model, tokenizer, cfg).embed(
+        texts, kind="query" if args.query else "document", progress=not args.quiet)
+    if args.output is None:
+        for i, v in enumerate(vectors.tolist()):
+            print(json.dumps({"index": i, "embedding": [round(x, 6) for x in v]}))
+        return 0
+    out = Path(args.output)
+    if out.suffix != ".npy":
+        raise CLIError(f"--output {out}: write a .npy file (numpy.load reads it), e.g. vectors.npy")
+    np.save(out, vectors.numpy())
+    print(f"{len(texts)} embeddings of dim {vectors.shape[1]} ({cfg.pooling} pooling, {mask} mask) "
+          f"-> {out}", file=sys.stderr)
+    return 0
+
+
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
@@ -586,6 +620,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "debug"])
     _add_strategy_flags(v)
     v.set_defaults(fn=_cmd_serve)
+
+    em = sub.add_parser("embed", help="one vector per text: an encoder (mean pooling) or a "
+                        "decoder LM as a zero-shot embedder (prompt pooling)")
+    em.add_argument("model", help="run folder, checkpoint folder or pretrained source (smollm2)")
+    em.add_argument("--input", required=True, help="text file (one text per line) or .jsonl")
+    em.add_argument("--field", default="text", help="the .jsonl field holding the text")
+    em.add_argument("--output", help=".npy file to write (default: JSON lines on stdout)")
+    em.add_argument("--pooling", default="mean", choices=["mean", "last", "prompt"],
+                    help="mean of the tokens, the last token, or the last token of an "
+                         "embedding prompt around the text (decoders)")
+    em.add_argument("--mask", choices=["causal", "bidirectional"],
+                    help="default: bidirectional for a model trained with --objective mlm, "
+                         "else causal")
+    em.add_argument("--query", action="store_true", help="the texts are queries (the prompt's "
+                    "query task line)")
+    em.add_argument("--max-tokens", type=int, default=256)
+    em.add_argument("--batch-size", type=int, default=16)
+    em.add_argument("--device", default="auto")
+    em.add_argument("--quiet", action="store_true", help="no progress bar")
+    em.set_defaults(fn=_cmd_embed)
 
     i = sub.add_parser("info", help="parameters, layer pattern and state size of a checkpoint")
     i.add_argument("checkpoint")

@@ -26,3 +26,30 @@ def make_folder(path: str | Path, flag: str, error: type[Exception]) -> Path:
         raise error(f"{flag} {path} cannot be created ({e.strerror or e}); choose another "
                     f"{flag}") from None
     return path
+
+
+def read_texts(path: str | Path, error: type[Exception], field: str = "text") -> list[str]:
+    """The texts of a user's file: one per line, or one per JSON line (``.jsonl``: the value of
+    ``field`` in each object). Blank lines are skipped; a bad JSON line is named by number."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} is not a file; give a text file (one text per line) or a .jsonl "
+                    f"file (one {{\"{field}\": ...}} object per line)")
+    lines = read_text(path, error, "save it as UTF-8").splitlines()
+    if path.suffix != ".jsonl":
+        return [line for line in lines if line.strip()]
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)[field]
+        except (ValueError, KeyError, TypeError):
+            raise error(f"{path} line {number} is not a JSON object with a \"{field}\" string; "
+                        f"fix the line, or choose the field with --field") from None
+        if not isinstance(value, str):
+            raise error(f"{path} line {number}: \"{field}\" is {type(value).__name__}, not a string")
+        texts.append(value)
+    return texts

@@ -236,3 +236,26 @@ def test_train_an_encoder_with_mlm_then_eval_it_by_its_objective(tmp_path, small
     assert main(["train", "--objective", "mlm", "--model", "block", "--data", str(small_corpus),
                  "--steps", "1", "--out", str(tmp_path / "b")]) == 2
     assert "non-causal face" in capsys.readouterr().err
+
+
+def test_embed_a_file_with_an_encoder_run(trained, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    out, _ = trained
+    texts = tmp_path / "texts.txt"
+    texts.write_text("def add(a, b):\n\nreturn a + b\nclass Stack: pass\n")
+    assert main(["embed", str(out), "--input", str(texts), "--quiet"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]          # the blank line is skipped
+    assert abs(sum(x * x for x in rows[0]["embedding"]) - 1) < 1e-4
+    assert main(["embed", str(out), "--input", str(texts), "--output", str(tmp_path / "v.npy"),
+                 "--pooling", "prompt", "--query", "--quiet"]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (3, len(rows[0]["embedding"]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "no"}\n')
+    assert main(["embed", str(out), "--input", str(bad)]) == 2
+    assert "bad.jsonl line 2 is not a JSON object with a \"text\" string" in capsys.readouterr().err
+    assert main(["embed", str(out), "--input", str(tmp_path / "missing.txt")]) == 2
+    assert "is not a file" in capsys.readouterr().err
