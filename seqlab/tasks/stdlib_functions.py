@@ -155,6 +155,20 @@ def load_functions(split: str | None = None,
     return out if split is None else [f for f in out if f.split == split]
 
 
+def split_files(split: str, cfg: FunctionsConfig = FunctionsConfig()) -> list[Path]:
+    """The Python files of one split's modules: the text a model may pre-train on without
+    seeing the other splits' functions (and their docstrings).
+
+    Example:
+        >>> DataConfig(paths=tuple(map(str, split_files("train"))))   # MLM on train modules only
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    root = Path(cfg.root) if cfg.root is not None else stdlib_dir()
+    return [f for f in _python_files(root)
+            if split_of(_module_name(f, root), cfg.fractions) == split]
+
+
 def code_search_pairs(split: str,
                       cfg: FunctionsConfig = FunctionsConfig()) -> tuple[list[str], list[str]]:
     """Queries (docstring first lines) and candidates (sources without docstrings) of one

@@ -164,6 +164,16 @@ def test_split_is_by_module_disjoint_and_deterministic(tree):
     assert {f.split for f in everything} == {"train"}
 
 
+def test_split_files_hold_exactly_their_splits_functions(tree):
+    cfg = FunctionsConfig(root=str(tree))
+    files = {s: sf.split_files(s, cfg) for s in sf.SPLITS}
+    assert sum(map(len, files.values())) == len(sf._python_files(tree))
+    for s, paths in files.items():
+        named = {sf._module_name(p, tree) for p in paths}
+        assert {f.module for f in load_functions(s, cfg)} <= named
+        assert all(split_of(m) == s for m in named)
+
+
 def test_pairs_are_aligned(tree):
     cfg = FunctionsConfig(root=str(tree))
     fns = load_functions("train", cfg)
