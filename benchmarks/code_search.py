@@ -55,7 +55,7 @@ def seqlab_arm(objective: str, args, test_q, test_d, train_q, train_d) -> list[d
     files = [str(p) for p in split_files("train")]
     out = Path(tempfile.mkdtemp()) / objective
     run = RunConfig.from_dict({
-        "model": {"dim": args.dim, "layers": [f"attention(heads={args.dim // 64})"] * args.layers},
+        "model": {"dim": args.dim, "layers": [f"attention(heads={max(1, args.dim // 64)})"] * args.layers},
         "data": {"paths": files},
         "train": {"steps": args.pretrain_steps, "batch_size": 16, "seq_len": 256, "lr": 2e-3,
                   "warmup": 50, "eval_every": 0, "eval_tokens": 32768, "ckpt_every": 0,
@@ -74,9 +74,11 @@ def seqlab_arm(objective: str, args, test_q, test_d, train_q, train_d) -> list[d
     info = {"params": model.num_parameters(), "pretrain_s": pretrain_s,
             "pretrain_bpb": result.evals[-1]["bpb"] if result.evals else None}
     rows = [evaluate(f"{name}, zero-shot", emb, test_q, test_d, info)]
+    pick = random.Random(0).sample(range(len(train_q)), min(args.tune_pairs, len(train_q)))
     t0 = time.perf_counter()
-    losses = tune(emb, train_q, train_d, ContrastiveConfig(
-        steps=args.tune_steps, batch_size=32, lr=1e-3, hard_negatives=1, mine_every=100))
+    losses = tune(emb, [train_q[i] for i in pick], [train_d[i] for i in pick], ContrastiveConfig(
+        steps=args.tune_steps, batch_size=16, lr=1e-3, hard_negatives=1,
+        mine_every=args.mine_every))
     rows.append(evaluate(f"{name}, tuned", emb, test_q, test_d,
                          {**info, "tune_s": time.perf_counter() - t0,
                           "tune_loss": [losses[0], losses[-1]]}))
@@ -112,14 +114,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--doc-bytes", type=int, default=256, help="documents cut to this many bytes")
-    p.add_argument("--dim", type=int, default=192)
+    p.add_argument("--dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--pretrain-steps", type=int, default=400)
-    p.add_argument("--tune-steps", type=int, default=150)
+    p.add_argument("--pretrain-steps", type=int, default=150)
+    p.add_argument("--tune-steps", type=int, default=60)
+    p.add_argument("--tune-pairs", type=int, default=1024, help="train pairs the seqlab models "
+                   "tune and mine hard negatives on")
+    p.add_argument("--mine-every", type=int, default=30)
     p.add_argument("--smollm-tokens", type=int, default=96, help="SmolLM2 reads at most this many "
                    "tokens (prompt included)")
-    p.add_argument("--smollm-pairs", type=int, default=256)
-    p.add_argument("--smollm-steps", type=int, default=30)
+    p.add_argument("--smollm-pairs", type=int, default=128)
+    p.add_argument("--smollm-steps", type=int, default=16)
     p.add_argument("--smollm-layers", type=int, default=4)
     p.add_argument("--skip-smollm", action="store_true")
     p.add_argument("--skip-seqlab", action="store_true")
