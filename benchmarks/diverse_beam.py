@@ -17,7 +17,6 @@ next --new-tokens tokens. Per strategy:
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import random
 import time
@@ -26,23 +25,7 @@ from pathlib import Path
 import torch
 
 import seqlab
-from seqlab.tasks.corpus import stdlib_dir
-
-
-def paragraphs(min_words: int = 60) -> list[str]:
-    """Prose paragraphs of the standard library's module docstrings, in file order."""
-    out = []
-    for path in sorted(stdlib_dir().glob("*.py")):
-        try:
-            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for para in (doc or "").split("\n\n"):
-            words = para.split()
-            # Prose only: no doctest, no indented code or tables.
-            if len(words) >= min_words and ">>>" not in para and "    " not in para:
-                out.append(" ".join(words))
-    return out
+from seqlab.tasks.stdlib_prose import prose_paragraphs
 
 
 def distinct(hyps: list[list[int]], n: int) -> float:
@@ -75,7 +58,7 @@ def main() -> None:
 
     model, tok = load_pretrained("smollm2")
     model.eval()
-    paras = paragraphs()
+    paras = prose_paragraphs()
     random.Random(0).shuffle(paras)
     items = []
     for para in paras:
