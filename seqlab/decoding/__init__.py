@@ -68,7 +68,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
         on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming);
             a true return ends that row after this token (its own limit, a client that left).
             Beam searches call it once a row's search is over and ignore the return.
-        draft: the draft model of ``speculative`` and ``tree`` (same vocabulary).
+        draft: the draft model of ``speculative`` and ``tree`` (same vocabulary); for
+            ``ngram``, optionally a ``seqlab.decoding.drafters.NGramTable`` that persists
+            across calls (every call reads and extends it).
         cached: per row None or ``(n, state)``: the row's first ``n`` tokens already ran
             into ``state`` (a one-row state of ``model``, e.g. kept from an earlier call), so
             only the rest of the prompt runs; a draft model still reads the whole row.
@@ -165,6 +167,11 @@ def _prepare(model, prompt, strategy, max_new_tokens, temperature, top_k, top_p,
             raise ConfigError(f"the draft model's vocab_size ({draft.vocab_size}) differs from the "
                               f"target's ({model.vocab_size}); speculative decoding needs the "
                               "same vocabulary")
+    elif draft is not None and spec.draft_state is not None:
+        if not isinstance(draft, spec.draft_state):
+            raise ConfigError(f"strategy {strategy!r} takes as draft a "
+                              f"{spec.draft_state.__name__} (kept across calls), not a "
+                              f"{type(draft).__name__}")
     elif draft is not None:
         raise ConfigError(f"strategy {strategy!r} takes no draft model; drafts are for "
                           f"{', '.join(n for n, s in sorted(STRATEGIES.items()) if s.needs_draft)}")

@@ -59,32 +59,64 @@ class PromptLookup:
         return draft
 
 
+class NGramTable:
+    """Tri-gram counts: for a pair of tokens (a, b), how often each c followed, and when last.
+
+    One table may serve many drafters: every row of a generate call and every later call
+    that is handed it (``generate(..., "ngram", draft=table)``), so what the model produced
+    for one request drafts the next (ADED's table persists and adapts across requests).
+    ``clock`` counts the tokens observed, so "most recent" breaks ties across rows and calls.
+    """
+
+    def __init__(self):
+        self.counts: dict[tuple[int, int], dict[int, list[int]]] = {}
+        self.clock = 0
+
+    def add(self, a: int, b: int, c: int) -> None:
+        """One more observation of ``c`` after ``(a, b)``."""
+        self.clock += 1
+        entry = self.counts.setdefault((a, b), {}).setdefault(c, [0, 0])
+        entry[0] += 1
+        entry[1] = self.clock
+
+    def ranked(self, a: int, b: int) -> list[tuple[int, int]]:
+        """(count, token) of the pair's continuations, best first (ties: most recent first)."""
+        seen = self.counts.get((a, b))
+        if not seen:
+            return []
+        ranked = sorted(seen.items(), key=lambda kv: (kv[1][0], kv[1][1]), reverse=True)
+        return [(v[0], c) for c, v in ranked]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.counts.values())
+
+
 class NGramDrafter:
     """Adaptive tri-gram drafter in the spirit of ADED (Liu et al., arXiv:2406.08200).
 
-    A table counts, for every pair of previous tokens (a, b), how often each token c
-    followed; it is built from the prompt and updated with every verified token the model
-    emits, so it adapts to the model's own outputs during one generate call. Drafts walk
-    the table token by token (the draft's own tokens extend the context):
+    A table (:class:`NGramTable`) counts, for every pair of previous tokens (a, b), how
+    often each token c followed; it is built from the prompt and updated with every verified
+    token the model emits, so it adapts to the model's own outputs during one generate call
+    and, when the table is shared (``table``), across rows and calls. Drafts walk the table
+    token by token (the draft's own tokens extend the context):
 
     * exploitation: when the pair's best continuation is confident -- seen at least
       ``min_count`` times and strictly more often than the runner-up -- propose it;
     * exploration: otherwise (a tie, or too few observations) propose what followed the
-      latest occurrence of the longest matching suffix (prompt lookup, n from ``max_ngram``
-      down to 1): a longer context than the pair when it exists, the most recent
-      continuation rather than the most frequent one, and a guess from the last token alone
-      for a pair never seen;
+      latest occurrence of the longest matching suffix in this row (prompt lookup, n from
+      ``max_ngram`` down to 1): a longer context than the pair when it exists, the most
+      recent continuation rather than the most frequent one, and a guess from the last
+      token alone for a pair never seen;
     * the draft stops early where nothing at all has been seen (the last token never had a
       follower).
 
     Explorations are counted in ``explored`` (tokens proposed by the exploration rule).
     """
 
-    def __init__(self, max_ngram: int = 3, min_count: int = 2):
+    def __init__(self, max_ngram: int = 3, min_count: int = 2, table: NGramTable | None = None):
         self.min_count = min_count
         self.lookup = PromptLookup(max_ngram)
-        # (a, b) -> {c: [count, last position seen]}
-        self.table: dict[tuple[int, int], dict[int, list[int]]] = {}
+        self.table = NGramTable() if table is None else table
         self.explored = 0
 
     @property
@@ -92,23 +124,14 @@ class NGramDrafter:
         return self.lookup.tokens
 
     def extend(self, tokens: Iterable[int]) -> None:
-        tokens = list(tokens)
         toks = self.lookup.tokens
         for t in tokens:
-            i = len(toks)
-            if i >= 2:
-                entry = self.table.setdefault((toks[i - 2], toks[i - 1]), {}).setdefault(t, [0, 0])
-                entry[0] += 1
-                entry[1] = i
+            if len(toks) >= 2:
+                self.table.add(toks[-2], toks[-1], t)
             self.lookup.extend([t])
 
     def _ranked(self, a: int, b: int) -> list[tuple[int, int]]:
-        """(count, token) of the pair's continuations, best first (ties: most recent first)."""
-        seen = self.table.get((a, b))
-        if not seen:
-            return []
-        ranked = sorted(seen.items(), key=lambda kv: (kv[1][0], kv[1][1]), reverse=True)
-        return [(v[0], c) for c, v in ranked]
+        return self.table.ranked(a, b)
 
     def _next(self, ctx: list[int]) -> int | None:
         ranked = self._ranked(ctx[-2], ctx[-1]) if len(ctx) >= 2 else []

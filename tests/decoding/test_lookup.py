@@ -7,7 +7,7 @@ import torch
 import seqlab
 from seqlab.config import ConfigError
 from seqlab.decoding import generate
-from seqlab.decoding.drafters import NGramDrafter, PromptLookup
+from seqlab.decoding.drafters import NGramDrafter, NGramTable, PromptLookup
 from seqlab.decoding.sampling import SamplingConfig
 
 from .test_speculative import PATTERNS, PROMPTS, _chi2_critical, _exact, model_of
@@ -66,6 +66,34 @@ def test_ngram_rule():
     g = NGramDrafter()
     g.extend([1, 2, 3])
     assert g.propose(4) == []  # nothing ever followed 3
+
+
+def test_a_shared_table_carries_counts_across_drafters():
+    table = NGramTable()
+    first = NGramDrafter(min_count=2, table=table)
+    first.extend([1, 2, 3, 1, 2, 3])
+    second = NGramDrafter(min_count=2, table=table)
+    second.extend([5, 1, 2])
+    # (1, 2) -> 3 was seen twice by the first drafter: the second exploits it at once
+    assert second.propose(1) == [3] and second.explored == 0
+    assert NGramDrafter(min_count=2).propose(1) == []     # a drafter of its own knows nothing
+    assert len(table) == 4 and table.clock == 5
+
+
+def test_a_persistent_table_is_lossless_and_learns_across_calls():
+    m = model_of(PATTERNS[next(iter(PATTERNS))], scale=4.0)
+    table = NGramTable()
+    plain = generate(m, PROMPTS, "greedy", max_new_tokens=25).tokens
+    calls = []
+    for _ in range(3):
+        out = generate(m, PROMPTS, "ngram", max_new_tokens=25, temperature=0, draft=table)
+        assert out.tokens == plain
+        calls.append(out.stats.target_calls)
+    assert len(table) > 0 and calls[-1] < calls[0]        # the second call drafts from the first
+    with pytest.raises(ConfigError, match="takes as draft a NGramTable"):
+        generate(m, PROMPTS, "ngram", max_new_tokens=4, draft=m)
+    with pytest.raises(ConfigError, match="takes no draft model"):
+        generate(m, PROMPTS, "prompt-lookup", max_new_tokens=4, draft=table)
 
 
 # -- exactness ---------------------------------------------------------------------------------

@@ -29,19 +29,22 @@ class Strategy:
     samples: Literal["always", "optional", "never"]
     needs_draft: bool = False
     streams: bool = True   # emits tokens as it goes (so on_token can end a row early)
+    # A drafter's state the strategy may be handed as ``draft`` instead of a model (the
+    # n-gram table that persists across calls); None: ``draft`` is a model or nothing.
+    draft_state: type | None = None
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(name: str, config: type[Config], *, samples: Literal["always", "optional", "never"],
-             needs_draft: bool = False, streams: bool = True):
+             needs_draft: bool = False, streams: bool = True, draft_state: type | None = None):
     """Function decorator adding a strategy under ``name`` with its options class."""
 
     def deco(fn):
         if name in STRATEGIES:
             raise ValueError(f"strategy name {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name, fn, config, samples, needs_draft, streams)
+        STRATEGIES[name] = Strategy(name, fn, config, samples, needs_draft, streams, draft_state)
         return fn
 
     return deco

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from seqlab.config import Config, option, require
-from seqlab.decoding.drafters import NGramDrafter, PromptLookup
+from seqlab.decoding.drafters import NGramDrafter, NGramTable, PromptLookup
 from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request
 from seqlab.decoding.loop import Verdict, draft_and_verify
 from seqlab.decoding.strategies import register
@@ -102,7 +102,10 @@ def prompt_lookup(model, req: Request, cfg: PromptLookupConfig) -> GenerateOutpu
     return _lookup(model, req, cfg, "prompt-lookup", lambda: PromptLookup(cfg.max_ngram))
 
 
-@register("ngram", NGramConfig, samples="optional")
+@register("ngram", NGramConfig, samples="optional", draft_state=NGramTable)
 def ngram(model, req: Request, cfg: NGramConfig) -> GenerateOutput:
-    """Adaptive tri-gram drafting (the rule: ``seqlab.decoding.drafters.NGramDrafter``)."""
-    return _lookup(model, req, cfg, "ngram", lambda: NGramDrafter(cfg.max_ngram, cfg.min_count))
+    """Adaptive tri-gram drafting (the rule: ``seqlab.decoding.drafters.NGramDrafter``): a
+    table per row, or the caller's ``draft`` table shared by every row (it persists across
+    calls, ADED's memory of what the model produced before)."""
+    return _lookup(model, req, cfg, "ngram",
+                   lambda: NGramDrafter(cfg.max_ngram, cfg.min_count, req.draft))
