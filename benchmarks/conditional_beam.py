@@ -73,7 +73,8 @@ def main() -> None:
     for strategy, options in (("greedy", {}), ("sample", {"temperature": 1.0, "top_p": 0.95, "seed": 0})):
         for i in range(0, len(train), 16):
             rows = train[i:i + 16]
-            out = seqlab.decoding.generate(model, rows, strategy, args.new_tokens, **options)
+            out = seqlab.decoding.generate(model, rows, strategy, args.new_tokens,
+                                           eos_id=tok.eos_id, **options)
             for prompt, cont in zip(rows, out.tokens):
                 if cont:
                     seqs.append(prompt + list(cont)), starts.append(len(prompt))
@@ -88,12 +89,13 @@ def main() -> None:
         outs, t0 = [], time.perf_counter()
         for prompt in held:
             outs.append(list(seqlab.decoding.generate(target, [prompt], "beam", args.new_tokens,
-                                                      num_beams=args.beams).tokens[0]))
+                                                      num_beams=args.beams,
+                                                      eos_id=tok.eos_id).tokens[0]))
         secs = (time.perf_counter() - t0) / len(held)
-        lps = [mean_logprob(model, pr, o) for pr, o in zip(held, outs)]
+        lps = [lp for lp in (mean_logprob(model, pr, o) for pr, o in zip(held, outs)) if lp == lp]
         rows.append({"strategy": name, "degenerate": sum(map(bad, outs)) / len(outs),
                      "distinct-2": sum(map(distinct2, outs)) / len(outs),
-                     "mean logprob/token": sum(lps) / len(lps), "s/prompt": secs,
+                     "mean logprob/token": sum(lps) / max(1, len(lps)), "s/prompt": secs,
                      "example": tok.decode(outs[0])})
         print(json.dumps(rows[-1]), flush=True)
     total = time.perf_counter() - t_all

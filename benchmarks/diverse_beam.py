@@ -77,7 +77,8 @@ def main() -> None:
         d1, d2, oracle, top1, secs = [], [], [], [], 0.0
         for prompt, ref in items:
             t0 = time.perf_counter()
-            out = seqlab.decoding.generate(model, [prompt], strategy, args.new_tokens, **options)
+            out = seqlab.decoding.generate(model, [prompt], strategy, args.new_tokens,
+                                           eos_id=tok.eos_id, **options)
             secs += time.perf_counter() - t0
             hyps = [list(h["tokens"]) for h in out.stats.nbest[0]][:args.k]
             d1.append(distinct(hyps, 1))
