@@ -110,6 +110,27 @@ def smollm_arms(args, test_q, test_d, train_q, train_d) -> list[dict]:
     return rows
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """MRR and recall@10 of each arm, one horizontal bar each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "recall@10" in r]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    y = range(len(rows))
+    ax.barh([i - 0.2 for i in y], [r["mrr"] for r in rows], height=0.4, label="MRR")
+    ax.barh([i + 0.2 for i in y], [r["recall@10"] for r in rows], height=0.4, label="recall@10")
+    ax.set_yticks(list(y), [r["arm"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right")
+    ax.set_title("standard-library code search, test pool")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -130,7 +151,19 @@ def main() -> None:
     p.add_argument("--skip-seqlab", action="store_true")
     p.add_argument("--limit", type=int, help="a smaller test pool (a quick check)")
     p.add_argument("--out", default="benchmarks/out/code_search.json")
+    p.add_argument("--plot", nargs="+", metavar="JSON", help="only draw the PNG (beside --out) "
+                   "from these results: this script's JSON or JSON lines of rows")
     args = p.parse_args()
+    if args.plot:
+        rows = []
+        for f in args.plot:
+            text = Path(f).read_text()
+            rows += json.loads(text)["rows"] if f.endswith(".json") else \
+                [json.loads(line) for line in text.splitlines() if line.strip()]
+        seen = set()
+        rows = [r for r in rows if not (r["arm"] in seen or seen.add(r["arm"]))]
+        plot(rows, Path(args.out).with_suffix(".png"))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     test_q, test_d = code_search_pairs("test")
@@ -161,6 +194,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "pool": len(test_q),
                                           "seconds": total, "rows": rows}, indent=1))
+    plot(rows, Path(args.out).with_suffix(".png"))
 
 
 if __name__ == "__main__":
