@@ -134,7 +134,7 @@ class Embedder:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))   # little padding per batch
         out = torch.empty(len(ids), self.model.cfg.dim)
         bs = self.cfg.batch_size
-        for start in tqdm(range(0, len(order), bs), desc=f"embed {kind}s", unit="batch",
+        for start in tqdm(range(0, len(order), bs), desc=f"embed {kind} texts", unit="batch",
                           disable=not progress, dynamic_ncols=True):
             rows = order[start:start + bs]
             out[rows] = self.forward([ids[i] for i in rows]).float().cpu()
