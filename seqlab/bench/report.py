@@ -8,7 +8,8 @@ lengths, accuracy against test length, one line per mixer (a panel per
 dimension). Where a cell was trained
 at several learning rates the plots use its best one (the table shows all,
 the best marked). Points average the seeds; with several seeds a bar spans
-their min and max. A regression (a file probe with ``--task regress``) is shown by R²
+their min and max, and a second table gives the mean ± standard deviation
+over seeds. A regression (a file probe with ``--task regress``) is shown by R²
 in place of accuracy, with its MSE in the table. Matplotlib draws through
 its Agg canvas directly, so no global backend is switched and no display is
 needed.
@@ -154,6 +155,35 @@ def markdown_table(records: list[dict]) -> str:
         cells += [_fmt(_accuracy_at(r, n, key), spec) for _, key, spec in columns for n in lengths]
         cells += [_fmt(r.get("steps"), "d"), _fmt(r.get("params"), ","),
                   _fmt(r.get("state_bytes"), ","), _fmt(r.get("train_s"), ".1f")]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def seed_summary_table(records: list[dict], metric: str = "accuracy") -> str | None:
+    """Mean ± standard deviation over seeds: a row per series (mixer and recipe), width and
+    training length, of the cells :func:`best_over_lr` keeps; None when no row has two seeds.
+
+    The deviation is the sample one (n - 1). ``seeds`` lists the seeds that finished, so a
+    seed that diverged or failed shows by its absence.
+    """
+    from statistics import mean, stdev
+
+    names = series_names(records)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in best_over_lr(records):
+        if metric in r.get("metrics", {}):
+            groups[(names[id(r)], r["dim"], r["seq_len"])].append(r)
+    if not any(len(g) > 1 for g in groups.values()):
+        return None
+    head = ["mixer", "dim", "train len", "seeds", f"{_LABELS[metric]} mean ± std", "train s mean"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (name, dim, length), recs in sorted(groups.items()):
+        scores = [r["metrics"][metric] for r in recs]
+        spread = f" ± {stdev(scores):.3f}" if len(scores) > 1 else ""
+        times = [r["train_s"] for r in recs if r.get("train_s") is not None]
+        seeds = ",".join(str(s) for s in sorted(r["seed"] for r in recs))
+        cells = [name, str(dim), str(length), seeds, f"{mean(scores):.3f}{spread}",
+                 _fmt(mean(times) if times else None, ".1f")]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(rows)
 
@@ -314,12 +344,17 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
     if commands:
         parts += ["", "Sweeps:", *[f"    {c}" for c in commands]]
     for probe, recs in sorted(by_probe.items()):
+        metric = headline(recs)
         parts += ["", f"## {probe}", "", markdown_table(recs), ""]
         # A test length the probe cannot take (e.g. too short for its layout) shows as "-"; say why.
         why = sorted({(e["seq_len"], e["error"]) for r in recs for e in r.get("by_length", [])
                       if "error" in e})
         parts += [f"- length {n}: {msg}" for n, msg in why] + ([""] if why else [])
-        metric = headline(recs)
+        summary = seed_summary_table(recs, metric)
+        if summary is not None:
+            several_lrs = len({_lr(r) for r in recs}) > 1
+            parts += ["Over seeds" + (" (at each seed's best learning rate, as in the plots)"
+                                      if several_lrs else "") + ":", "", summary, ""]
         ok = [r for r in best_over_lr(recs) if metric in r.get("metrics", {})]
         if not ok:
             parts.append("No cell finished, so there is nothing to plot.")

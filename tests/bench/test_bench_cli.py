@@ -44,6 +44,18 @@ def test_several_learning_rates_make_a_cell_each(tmp_path, capsys):
     assert "--lr 1e-3,1e-2" in recs[0]["command"]
 
 
+def test_each_seed_is_a_cell_of_its_own(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert main(RUN + ["--mixers", "lstm", "--dims", "8", "--seeds", "0,1,2", "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["seed"] for r in recs) == [0, 1, 2]
+    assert sorted(r["config"]["seed"] for r in recs) == [0, 1, 2]
+    assert len({r["key"] for r in recs}) == 3 and "--seeds 0,1,2" in recs[0]["command"]
+    assert len({r["final_loss"] for r in recs}) == 3     # the seed reached the training
+    assert main(["bench", "report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "| lstm | 8 | 8 | 0,1,2 | " in (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_probes_lists_registered_probes(capsys):
     assert main(["bench", "probes"]) == 0
     out = capsys.readouterr().out

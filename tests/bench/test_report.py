@@ -5,7 +5,8 @@ import json
 import matplotlib.image
 import pytest
 
-from seqlab.bench.report import best_over_lr, markdown_table, series_names, write_report
+from seqlab.bench.report import (best_over_lr, markdown_table, seed_summary_table, series_names,
+                                 write_report)
 from seqlab.bench.results import BenchError
 
 
@@ -32,7 +33,9 @@ def results(tmp_path):
 def test_report_writes_a_row_per_cell_and_readable_plots(results, tmp_path):
     files = write_report(results, tmp_path / "rep")
     text = files.markdown.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| mixer")]
+    # Rows of the per-cell tables (13 columns), not of the seed summary (6; attention d=16 has two).
+    rows = [line for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| mixer") and line.count("|") == 14]
     assert len(rows) == 6
     assert "| attention | 32 | 2 | 16 | - | 0 | ok | 0.900 | 0.450 | - | 32,000 | 64 | 1.5 |" in text
     assert "| mamba | 32 | 2 | 16 | - | 0 | nan: loss is nan at step 3 | - | - |" in text
@@ -128,3 +131,15 @@ def test_cells_trained_differently_are_separate_series_but_learning_rates_are_no
         "icll (steps=1500)", "icll (steps=4500)", "icll (steps=1500)", "icll (num_pairs=4, steps=1500)"]
     # one point per recipe: the 1500-step cells differ only in lr and how they were scored
     assert sorted(r["key"] for r in best_over_lr(recs)) == ["b", "c", "d"]
+
+
+def test_seed_summary_gives_mean_and_std_over_seeds(results, tmp_path):
+    recs = [record("a", 16, s, acc) for s, acc in ((0, 0.5), (1, 0.7), (2, 0.9))]
+    recs += [record("b", 16, 0, 0.4), record("b", 16, 1, 0.0, status="nan")]
+    table = seed_summary_table(recs)
+    assert "| mixer | dim | train len | seeds | accuracy mean ± std | train s mean |" in table
+    assert "| a | 16 | 16 | 0,1,2 | 0.700 ± 0.200 | 1.5 |" in table
+    assert "| b | 16 | 16 | 0 | 0.400 | 1.5 |" in table      # the diverged seed is left out
+    assert seed_summary_table([record("a", 16, 0, 0.5), record("b", 16, 0, 0.4)]) is None
+    text = write_report(results, tmp_path / "rep").markdown.read_text()
+    assert "| attention | 16 | 16 | 0,1 | 0.600 ± 0.141 | 1.5 |" in text
