@@ -27,6 +27,27 @@ from seqlab.decoding.drafters import NGramTable
 from seqlab.tasks.stdlib_functions import code_search_pairs
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Tokens per target call over the requests (running mean), one line per drafting arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for r in rows:
+        if r["arm"] == "greedy":
+            continue
+        per = r["per_request"]
+        ax.plot(range(1, len(per) + 1), [sum(per[:i]) / i for i in range(1, len(per) + 1)],
+                marker="o", ms=3, label=r["arm"])
+    ax.set_xlabel("request")
+    ax.set_ylabel("tokens per target call (running mean)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -80,6 +101,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "seconds": total, "table_entries": len(table),
                                "rows": rows}, indent=1))
+    plot(rows, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
