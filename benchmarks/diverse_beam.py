@@ -41,6 +41,24 @@ def logprob(model, prompt: list[int], new: list[int]) -> float:
     return lp.gather(1, torch.tensor(new)[:, None]).sum().item()
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Diversity (distinct-2), oracle BLEU and top-1 log-probability per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("distinct-2", "oracle BLEU", "top-1 logprob")
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    for ax, key in zip(axes, keys):
+        ax.bar([r["strategy"] for r in rows], [r[key] for r in rows],
+               color=["tab:gray", "tab:blue", "tab:orange"][:len(rows)])
+        ax.set_title(key)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -103,6 +121,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "seconds": total, "rows": rows}, indent=1))
+    plot(rows, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
