@@ -47,6 +47,27 @@ def predict(model, tok, state, query: str, labels: list[str]) -> int:
     return max(range(len(labels)), key=scores.__getitem__)
 
 
+def plot(rows: list[dict], chance: float, path: Path) -> None:
+    """Accuracy per arm: the mean as a bar, each seed as a dot, chance as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for i, arm in enumerate(arms):
+        accs = [r["accuracy"] for r in rows if r["arm"] == arm]
+        ax.bar(i, sum(accs) / len(accs), color="tab:blue", alpha=0.6)
+        ax.plot([i] * len(accs), accs, "ko", ms=4)
+    ax.axhline(chance, color="gray", ls="--", label="chance")
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylabel("few-shot accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -104,6 +125,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "chance": 1 / len(labels), "seconds": total,
                                "rows": rows}, indent=1))
+    plot(rows, 1 / len(labels), out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
