@@ -43,6 +43,22 @@ def distinct2(tokens: list[int]) -> float:
     return len(set(grams)) / max(1, len(grams))
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Degenerate share, distinct-2 and mean log-probability per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("degenerate", "distinct-2", "mean logprob/token")
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+    for ax, key in zip(axes, keys):
+        ax.bar([r["strategy"] for r in rows], [r[key] for r in rows], color=["tab:gray", "tab:blue"])
+        ax.set_title(key)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -113,6 +129,7 @@ def main() -> None:
                                "degenerate_continuations": labels.count(False),
                                "collect_s": collect_s, "head_s": head_s, "seconds": total,
                                "rows": rows}, indent=1))
+    plot(rows, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
