@@ -126,15 +126,22 @@ class Embedder:
         chooses the prompt's task line)."""
         if isinstance(texts, str):
             raise ValueError("embed takes a list of texts; wrap one text as [text]")
-        if not texts:
-            return torch.zeros(0, self.model.cfg.dim)
+        return self.embed_ids([self.token_ids(t, kind) for t in texts],
+                              desc=f"embed {kind} texts", progress=progress)
+
+    @torch.no_grad()
+    def embed_ids(self, ids: list[list[int]], desc: str = "embed", progress: bool = False
+                  ) -> Tensor:
+        """Vectors (N, dim) of id lists from ``token_ids``, in their order, in eval mode;
+        batches of similar lengths (little padding)."""
+        out = torch.empty(len(ids), self.model.cfg.dim)
+        if not ids:
+            return out
         was_training = self.model.training
         self.model.eval()
-        ids = [self.token_ids(t, kind) for t in texts]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))   # little padding per batch
-        out = torch.empty(len(ids), self.model.cfg.dim)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         bs = self.cfg.batch_size
-        for start in tqdm(range(0, len(order), bs), desc=f"embed {kind} texts", unit="batch",
+        for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch",
                           disable=not progress, dynamic_ncols=True):
             rows = order[start:start + bs]
             out[rows] = self.forward([ids[i] for i in rows]).float().cpu()

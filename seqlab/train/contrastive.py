@@ -75,28 +75,13 @@ def mine_hard_negatives(embedder: Embedder, query_ids: list[list[int]],
                         doc_ids: list[list[int]], cfg: ContrastiveConfig) -> list[list[int]]:
     """For each query, up to ``hard_negatives`` documents the embedder ranks high for it, best
     first, skipping its own document and likely false negatives (see the module docstring)."""
-    was_training = embedder.model.training
-    embedder.model.eval()
-    q = _embed_ids(embedder, query_ids)
-    d = _embed_ids(embedder, doc_ids)
-    embedder.model.train(was_training)
-    scores = q @ d.T                                                        # (N, N)
+    scores = embedder.embed_ids(query_ids) @ embedder.embed_ids(doc_ids).T                                                        # (N, N)
     positive = scores.diagonal().clone()
     scores.fill_diagonal_(-math.inf)
     scores[scores > cfg.false_negative_ratio * positive[:, None].clamp(min=0)] = -math.inf
     top = scores.topk(min(cfg.mine_pool, scores.shape[1]), dim=1)
     return [[j for s, j in zip(srow.tolist(), jrow.tolist()) if s > -math.inf][:cfg.hard_negatives]
             for srow, jrow in zip(top.values, top.indices)]
-
-
-def _embed_ids(embedder: Embedder, ids: list[list[int]]) -> torch.Tensor:
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = torch.empty(len(ids), embedder.model.cfg.dim)
-    bs = embedder.cfg.batch_size
-    for start in range(0, len(order), bs):
-        rows = order[start:start + bs]
-        out[rows] = embedder.forward([ids[i] for i in rows]).float().cpu()
-    return out
 
 
 def tune(embedder: Embedder, queries: list[str], documents: list[str],
@@ -127,7 +112,8 @@ def tune(embedder: Embedder, queries: list[str], documents: list[str],
         if cfg.hard_negatives and step % cfg.mine_every == 0:
             t0 = time.perf_counter()
             hard = mine_hard_negatives(embedder, q_ids, d_ids, cfg)
-            bar.write(f"mined hard negatives in {time.perf_counter() - t0:.0f} s") if progress else None
+            if progress:
+                bar.write(f"mined hard negatives in {time.perf_counter() - t0:.0f} s")
         if pos + cfg.batch_size > len(order):
             order, pos = torch.randperm(len(queries), generator=gen).tolist(), 0
         rows = order[pos:pos + cfg.batch_size]
