@@ -1,6 +1,7 @@
 """The ``seqlab`` command line. Thin: parses arguments, builds configs, calls the package.
 
     seqlab train [CONFIG] [--mixers attention+mamba*2 --dim 256 --layers 6 --data PATH ...]
+    seqlab train-pairs [CONFIG] [--model encdec|lm --teacher RUN --steps N --out DIR ...]
     seqlab eval CKPT [--data PATH]
     seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
     seqlab serve CKPT [--port 8000 --strategy prompt-lookup --draft RUN ...]
@@ -149,6 +150,9 @@ def _merge(a: dict, b: dict) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from seqlab.train import train
 
+    paired = _train_paired_family(args)
+    if paired is not None:
+        return paired
     run = _run_config_from_args(args)
     result = train(run, resume=args.resume, progress=not args.quiet)
     if result.evals:
@@ -166,6 +170,85 @@ def _cmd_train(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         return 128 + (result.signal or 2)   # 130 after Ctrl-C, 143 after SIGTERM, as shells do
     return 1 if result.stopped == "nan" else 0
+
+
+# Families trained on (source, target) pairs by seqlab.train.seq2seq rather than on a stream.
+PAIR_FAMILIES = ("encdec",)
+# seqlab train's flags that shape a stream run and mean nothing to a paired one.
+_STREAM_ONLY = [("--mixers", "mixers"), ("--layers", "layers"), ("--data", "data"),
+                ("--tokenizer", "tokenizer"), ("--seq-len", "seq_len"),
+                ("--precision", "precision"), ("--compile", "compile"),
+                ("--objective", "objective"), ("--init", "init")]
+
+
+def _pairs_run_from_args(args: argparse.Namespace, data: dict):
+    """The PairsRunConfig of ``seqlab train-pairs`` (or of ``seqlab train`` on a paired family)."""
+    from seqlab.train.config import apply_overrides
+    from seqlab.train.seq2seq import PairsRunConfig
+
+    if args.model is not None:
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        if model and model.get("kind", "lm") != args.model:
+            raise ConfigError(f"--model {args.model}, but the model section of {args.config} is "
+                              f"of kind {model.get('kind', 'lm')!r}: drop --model, or give a "
+                              f"config whose model kind is {args.model}")
+        data["model"] = {**model, "kind": args.model}
+    if getattr(args, "dim", None) is not None:
+        data.setdefault("model", {"kind": "encdec"})["dim"] = args.dim
+    train = data.setdefault("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError(f"the train section of {args.config} must be a mapping of options")
+    for key, value in [("teacher", getattr(args, "teacher", None)), ("steps", args.steps),
+                       ("batch_size", args.batch_size), ("lr", args.lr),
+                       ("time_limit", args.time_limit), ("device", getattr(args, "device", None))]:
+        if value is not None:
+            train[key] = value
+    if args.out:
+        data["out_dir"] = args.out
+    return PairsRunConfig.from_dict(apply_overrides(data, args.set or []))
+
+
+def _train_pairs(args: argparse.Namespace, data: dict) -> int:
+    from seqlab.train.seq2seq import train_pairs
+
+    result = train_pairs(_pairs_run_from_args(args, data), resume=args.resume,
+                         progress=not args.quiet)
+    if result.evals:
+        ev = result.evals[-1]
+        print(f"step {result.step}: validation {ev['loss']:.4f} nats per target token "
+              f"({ev['bits']:.3f} bits)")
+    if result.message:
+        print(result.message, file=sys.stderr if result.stopped == "nan" else sys.stdout)
+    print(f"run: {result.out}")
+    return 1 if result.stopped == "nan" else 0
+
+
+def _cmd_train_pairs(args: argparse.Namespace) -> int:
+    from seqlab.train.config import read_config_file
+
+    return _train_pairs(args, read_config_file(args.config) if args.config else {})
+
+
+def _train_paired_family(args: argparse.Namespace) -> int | None:
+    """``seqlab train`` on a family of PAIR_FAMILIES: the paired loop (None: not one)."""
+    from seqlab.train.config import read_config_file, read_run_file
+    from seqlab.train.seq2seq import CONFIG_FILE
+
+    data = read_config_file(args.config) if args.config else {}
+    saved = Path(args.out or "") / CONFIG_FILE
+    if args.resume and args.out and saved.is_file():
+        data = _merge(read_run_file(saved), data)   # the run's own config, then changes
+    kind = args.model or _kind(data)
+    if kind not in PAIR_FAMILIES:
+        return None
+    stray = [flag for flag, name in _STREAM_ONLY if getattr(args, name, None) not in (None, False)]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)}: the {kind} family trains on (source, target) "
+                          "pairs (train.task), not on a stream of text; drop "
+                          f"{'it' if len(stray) == 1 else 'them'} (model.encoder_layers and "
+                          "model.decoder_layers set its stacks, e.g. --set "
+                          "model.encoder_layers='attention*4')")
+    return _train_pairs(args, data)
 
 
 # -- loading a model from the command line --------------------------------------------------
@@ -355,9 +438,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             raise CLIError(f"{args.checkpoint} has no chat template; drop --chat")
         text = template([{"role": "user", "content": args.prompt}], add_generation_prompt=True)
     prompt = tokenizer.encode(text)
-    stream = TextStreamer(tokenizer.decode_bytes) if args.stream else None
+    eos_id, cached, shown = getattr(tokenizer, "eos_id", None), None, args.prompt
+    if hasattr(model, "source_prompts"):
+        # The prompt is a source (an encoder-decoder's), encoded once into the state; the
+        # output is the target after the start id, not a continuation: nothing is echoed.
+        [prompt], cached = model.source_prompts([prompt])
+        eos_id, shown, cached = model.end_id, "", cached if any(cached) else None
+
+    def decode(ids) -> bytes:   # a model's own ids past the tokenizer's (start, end) are not text
+        return tokenizer.decode_bytes([i for i in ids if i < tokenizer.vocab_size])
+
+    stream = TextStreamer(decode) if args.stream else None
     if stream:
-        sys.stdout.write(args.prompt)
+        sys.stdout.write(shown)
         sys.stdout.flush()
     spec = STRATEGIES[args.strategy] if args.strategy in STRATEGIES else None
     options = _strategy_options(args)
@@ -373,8 +466,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         temperature = 0.8  # this command's default for sampling; other strategies stay greedy
     with torch.no_grad():
         out = generate(model, [prompt], strategy=args.strategy, max_new_tokens=args.max_new_tokens,
-                       draft=draft, **options,
-                       eos_id=getattr(tokenizer, "eos_id", None),
+                       draft=draft, **options, eos_id=eos_id, cached=cached,
                        temperature=temperature, top_k=args.top_k, top_p=args.top_p,
                        min_p=args.min_p, seed=args.seed,
                        on_token=stream)
@@ -382,7 +474,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         stream.finish()
         print()
     else:
-        print(args.prompt + tokenizer.decode_bytes(out.tokens[0]).decode("utf-8", "replace"))
+        print(shown + decode(out.tokens[0]).decode("utf-8", "replace"))
     if args.stats:
         s = out.stats
         extra = f", {s.mean_accepted:.2f} draft tokens accepted per call" if s.verify_calls else ""
@@ -539,6 +631,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any option, e.g. --set train.warmup=100 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
+
+    tp = sub.add_parser("train-pairs", help="train on (source, target) pairs: an encoder-"
+                        "decoder, or a decoder-only model with the loss on the target",
+                        description="Train on the standard library's (function source, "
+                        "docstring first line) pairs (seqlab.train.seq2seq), optionally "
+                        "distilled from a teacher. Flags override the file; --set overrides both.")
+    tp.add_argument("config", nargs="?", help="config file with sections model, train "
+                    "(e.g. configs/encdec-small.yaml)")
+    tp.add_argument("--model", choices=_model_kinds(), help="model family (default encdec)")
+    tp.add_argument("--teacher", help="distil from this saved model (run or model folder)")
+    tp.add_argument("--steps", type=int)
+    tp.add_argument("--batch-size", type=int)
+    tp.add_argument("--lr", type=float)
+    tp.add_argument("--time-limit", type=float, help="stop (and save) after this many seconds")
+    tp.add_argument("--out", help="run folder (default runs/pairs)")
+    tp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                    help="override any option, e.g. --set train.distill_weight=0.7")
+    tp.add_argument("--quiet", action="store_true", help="no progress bar")
+    tp.set_defaults(fn=_cmd_train_pairs)
 
     e = sub.add_parser("eval", help="bits per byte of a checkpoint on a corpus")
     e.add_argument("checkpoint", help="run folder, checkpoint folder, .gguf file, Hugging Face "

@@ -2,6 +2,7 @@
 
 from seqlab.errors import CheckpointError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
+from seqlab.models.encdec import EncDec, EncDecConfig
 from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.hnet import HNet, HNetConfig
@@ -11,6 +12,7 @@ from seqlab.models.lm import LM, LMConfig, LMState, build_lm
 from seqlab.models.pretrained import load_pretrained
 
 __all__ = ["LM", "LMConfig", "LMState", "MODELS", "BlockLM", "BlockLMConfig", "CheckpointError",
+           "EncDec", "EncDecConfig",
            "HAT", "HATConfig",
            "HMT", "HMTConfig",
            "HNet", "HNetConfig",

@@ -109,13 +109,16 @@ def check_shapes(model: LM, weights: Path) -> None:
             saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt")
+    # Every family's config names its stacks (layer_groups), so the message fits them all.
+    shape = ", ".join(f"{'' if group == 'layers' else group + ' '}dim {dim}, {len(layers)} layers"
+                      for group, (dim, layers) in model.cfg.layer_groups().items())
     for name, t in model.state_dict().items():
         if name in saved and saved[name] != tuple(t.shape):
             raise CheckpointError(
                 f"the weights in {weights} do not match {CONFIG} beside them: {name} is "
-                f"{list(saved[name])} in the weights but {list(t.shape)} by the config (dim "
-                f"{model.cfg.dim}, layers {len(model.cfg.layers)}); {CONFIG} was edited or belongs "
-                "to another model: restore the one saved with these weights")
+                f"{list(saved[name])} in the weights but {list(t.shape)} by the config "
+                f"({shape}); {CONFIG} was edited or belongs to another model: restore the one "
+                "saved with these weights")
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu",

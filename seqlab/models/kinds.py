@@ -15,6 +15,7 @@ from typing import Any
 
 from seqlab.config import Config, ConfigError
 from seqlab.models.block_lm import BlockLM, BlockLMConfig
+from seqlab.models.encdec import EncDec, EncDecConfig
 from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.hnet import HNet, HNetConfig
@@ -26,6 +27,7 @@ MODELS = {
     "hmt": (HMTConfig, HMT),
     "hat": (HATConfig, HAT),
     "hnet": (HNetConfig, HNet),
+    "encdec": (EncDecConfig, EncDec),
 }
 
 

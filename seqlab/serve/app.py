@@ -123,6 +123,10 @@ class Server:
             raise APIError(400, str(e), param="seqlab") from None
         cached = None
         if ext.session is not None:
+            if hasattr(self.model, "source_prompts"):
+                raise APIError(400, "this model reads each prompt as a new source (an encoder-"
+                                    "decoder), so there is no conversation to continue: drop "
+                                    "seqlab.session", param="seqlab.session")
             if len(rows) != 1:
                 raise APIError(400, "a session holds one conversation: send one prompt with n = 1",
                                param="seqlab.session")

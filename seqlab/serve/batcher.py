@@ -112,7 +112,9 @@ class Batcher:
         self.model, self.tokenizer, self.draft = model, tokenizer, draft
         self.sessions = sessions if sessions is not None else Sessions()
         self.max_rows, self.window_s = max_rows, window_s
-        self.eos_id = getattr(tokenizer, "eos_id", None)
+        # A model whose prompts are sources (an encoder-decoder) ends its targets with its own id.
+        self.reads_source = hasattr(model, "source_prompts")
+        self.eos_id = model.end_id if self.reads_source else getattr(tokenizer, "eos_id", None)
         self._cv = threading.Condition()
         self._waiting: list[Job] = []
         self._closed = False
@@ -187,7 +189,7 @@ class Batcher:
             if job.cancelled:
                 return True
             counts[r] += 1
-            if token != eos:
+            if token != eos and token < self.tokenizer.vocab_size:   # else a model id, no text
                 delta = texts[r].add(token)
                 if delta:
                     job.post(Text(i, delta))
@@ -197,7 +199,10 @@ class Batcher:
         spec = STRATEGIES[first.strategy]
         self.batches += 1
         cached = [job.cached if job.cached else None for job, _ in owner]
-        out = generate(self.model, [list(r) for job in batch for r in job.rows],
+        rows = [list(r) for job in batch for r in job.rows]
+        if self.reads_source:   # each row is a source, encoded once into its state
+            rows, cached = self.model.source_prompts(rows)
+        out = generate(self.model, rows,
                        first.strategy, max(job.max_tokens for job in batch),
                        draft=self.draft if spec.needs_draft else None, eos_id=eos,
                        on_token=on_token, cached=cached if any(cached) else None,
@@ -231,6 +236,8 @@ class Batcher:
         self.sessions.keep(job.session, tokens, state)
 
     def _token_text(self, token: int) -> str:
+        if token >= self.tokenizer.vocab_size:
+            return ""   # a model's own id (an encoder-decoder's start or end), not text
         return self.tokenizer.decode_bytes([token]).decode("utf-8", "replace")
 
 

@@ -211,6 +211,11 @@ class Trainer:
     def _set_up(self, run: RunConfig, resume: bool, corpus: Corpus | None, model: LM | None,
                 progress: bool):
         """(model, trainer state or None, checkpoint or None); loads the corpus."""
+        if run.kind == "encdec":   # before the corpus is read: a stream holds no pairs
+            raise ConfigError(
+                "the encdec family trains on (source, target) pairs, not on a stream of text: "
+                "seqlab train configs/encdec-small.yaml runs its loop (from Python: "
+                "seqlab.train.seq2seq.train_pairs)")
         if self.info.is_main:
             clean_leftovers(self.out)   # safe: the lock says their writers are dead
         ckpts = list_checkpoints(self.out)
@@ -330,7 +335,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             resolved = {**self.run.to_dict(), "model": kinds.config_to_dict(self.model_cfg),
                         "sparsity": self.sparsity.to_dict()}
-            _write_atomic(self.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+            write_atomic(self.out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
             # Records past the step we start from are logged again below; a torn line goes.
             repair_metrics(self.out / "metrics.jsonl", self.step)
             for note in self.notes:
@@ -475,7 +480,7 @@ def _tokenizer_files(corpus: Corpus) -> dict[str, Path]:
     return {p.name: p for p in tmp.iterdir()}
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (a kill never tears it)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
@@ -529,4 +534,4 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True) -> Tra
         D.teardown(trainer.info)
 
 
-__all__ = ["Trainer", "TrainResult", "evaluate", "train", "DataError"]
+__all__ = ["Trainer", "TrainResult", "evaluate", "train", "write_atomic", "DataError"]

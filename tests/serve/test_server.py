@@ -326,3 +326,33 @@ def test_a_session_continues_from_its_kept_state(tok):
             c.completions.create(model=NAME, prompt="a", n=2, extra_body={"seqlab": {"session": "s"}})
     finally:
         r.stop()
+
+
+def test_an_encoder_decoder_reads_each_prompt_as_its_source():
+    from seqlab.models.encdec import EncDec, EncDecConfig, decode, pad_rows
+    from seqlab.tokenizer import Tokenizer
+
+    torch.manual_seed(3)
+    m = EncDec(EncDecConfig(dim=32, encoder_layers="attention(heads=2)",
+                            decoder_layers="attention(heads=2)", cross_heads=2)).eval()
+    r = Running(Server(m, Tokenizer(), ServerConfig("encdec"), window_s=0.05))
+    try:
+        client = r.client()
+        prompts = ["def add(a, b): return a + b", "x = 1"]
+        for strategy, opts in [("greedy", {}), ("beam", {"num_beams": 3})]:
+            got = client.completions.create(
+                model="encdec", prompt=prompts, max_tokens=12, temperature=0,
+                extra_body={"seqlab": {"strategy": strategy, "options": opts}})
+            want = decode(m, *pad_rows([list(p.encode()) for p in prompts]), strategy, 12,
+                          **opts).tokens
+            texts = [bytes(t for t in w if t < 256).decode("utf-8", "replace") for w in want]
+            assert [c.text for c in sorted(got.choices, key=lambda c: c.index)] == texts
+            # a target that ended stopped at the model's end id, not at the budget
+            ended = [bool(w) and w[-1] == m.end_id for w in want]
+            assert [c.finish_reason == "stop" for c in
+                    sorted(got.choices, key=lambda c: c.index)] == ended
+        with pytest.raises(openai.BadRequestError, match="reads each prompt as a new source"):
+            client.completions.create(model="encdec", prompt="x", max_tokens=2,
+                                      extra_body={"seqlab": {"session": "s1"}})
+    finally:
+        r.stop()
