@@ -29,24 +29,9 @@ OUT = Path(__file__).parent / "out"
 TASKS = ("sort", "hull", "tsp")
 
 
-def batch_of(task: str, sizes: list[int], seed: int, end: int):
-    """Mixed-size instances: (points (B, max n, d) zero-padded, n (B,), targets)."""
-    from seqlab.tasks.pointer_tasks import make_batch
-
-    counts = {n: sizes.count(n) for n in sorted(set(sizes))}
-    N = max(counts)
-    pts, ns, targets = [], [], []
-    for n, c in counts.items():
-        b = make_batch(task, n, c, seed, end)
-        pts.append(torch.nn.functional.pad(b.points, (0, 0, 0, N - n)))
-        ns += [n] * c
-        targets += b.targets
-    return torch.cat(pts), torch.tensor(ns), targets
-
-
 def train(task: str, args) -> tuple:
     from seqlab.models.pointer import IGNORE, PointerNet, PointerNetConfig, teacher_forcing
-    from seqlab.tasks.pointer_tasks import input_dim
+    from seqlab.tasks.pointer_tasks import input_dim, mixed_batch
 
     torch.manual_seed(0)
     cfg = PointerNetConfig(max_n=args.max_n, in_dim=input_dim(task), dim=args.dim,
@@ -63,7 +48,7 @@ def train(task: str, args) -> tuple:
     bar = tqdm(range(args.steps), desc=f"train {task}", unit="step")
     for step in bar:
         sizes = rng.integers(args.train_min, args.train_max + 1, args.batch).tolist()
-        points, n, targets = batch_of(task, sizes, 1000 + step, args.max_n)
+        points, n, targets = mixed_batch(task, sizes, 1000 + step, args.max_n)
         inputs, labels = teacher_forcing(targets, args.max_n)
         logits, _ = model(inputs, model.condition(points, n))
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),

@@ -173,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # Families trained on (source, target) pairs by seqlab.train.seq2seq rather than on a stream.
-PAIR_FAMILIES = ("encdec",)
+PAIR_FAMILIES = ("encdec", "pointer")
 # seqlab train's flags that shape a stream run and mean nothing to a paired one.
 _STREAM_ONLY = [("--mixers", "mixers"), ("--layers", "layers"), ("--data", "data"),
                 ("--tokenizer", "tokenizer"), ("--seq-len", "seq_len"),
@@ -215,8 +215,11 @@ def _train_pairs(args: argparse.Namespace, data: dict) -> int:
                          progress=not args.quiet)
     if result.evals:
         ev = result.evals[-1]
+        scores = "".join(f", {name.replace('_', ' ')} {ev[name]:.3f}" for name in
+                         ("accuracy", "tour_over_optimal", "tour_over_nearest_neighbour")
+                         if name in ev)   # a pointer task's own score, decoded greedily
         print(f"step {result.step}: validation {ev['loss']:.4f} nats per target token "
-              f"({ev['bits']:.3f} bits)")
+              f"({ev['bits']:.3f} bits){scores}")
     if result.message:
         print(result.message, file=sys.stderr if result.stopped == "nan" else sys.stdout)
     print(f"run: {result.out}")
@@ -294,8 +297,9 @@ def load_for_cli(path: str, device: str = "cpu", weights: str = "float", activat
         if cand.is_file():
             run = RunConfig.from_dict(read_run_file(cand))
             break
-    # Ids past the tokenizer's are an objective's own (the MLM mask id), never text.
-    if tokenizer.vocab_size > model.cfg.vocab_size:
+    # Ids past the tokenizer's are an objective's own (the MLM mask id), never text; a model
+    # of other inputs (a pointer network's points) has no text at all.
+    if getattr(model, "reads_text", True) and tokenizer.vocab_size > model.cfg.vocab_size:
         raise CLIError(f"{model_dir}: the model has a vocabulary of {model.cfg.vocab_size} but its "
                        f"tokenizer has {tokenizer.vocab_size}; the tokenizer.json beside it is missing "
                        "or belongs to another model")
@@ -543,7 +547,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     shape = ", ".join(f"{'' if name == 'layers' else name + ' '}dim {dim}, {len(layers)} layers"
                       for name, (dim, layers) in groups.items())
     mlp = f", MLP width {cfg.mlp_width}" if hasattr(cfg, "mlp_width") else ""
-    print(f"vocabulary : {cfg.vocab_size} ({'bytes' if tokenizer.bpe is None else 'BPE'}), {shape}{mlp}")
+    ids = ("bytes" if tokenizer.bpe is None else "BPE") if getattr(model, "reads_text", True) \
+        else "input positions and the end"
+    print(f"vocabulary : {cfg.vocab_size} ({ids}), {shape}{mlp}")
     print(f"layers     : {describe_layers(cfg)}")
     for name, (_, layers) in groups.items():
         runs: list[list] = []   # [spec, first, last]: "layers 0-29" rather than thirty lines
@@ -560,7 +566,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("state bytes per sequence (float32):")
     for n in (1024, 4096, 16384, 65536):
         print(f"  L={n:>6}: {model.state_bytes(n):>14,}")
-    if run is not None:
+    if run is not None:   # a stream run's config (a paired run keeps pairs-config.yaml)
         print(f"trained    : {run.train.steps} steps planned, batch {run.train.batch_size} x "
               f"{run.train.seq_len}, data {list(run.data.paths) or 'the Python standard library'}")
     return 0

@@ -19,6 +19,7 @@ from seqlab.models.encdec import EncDec, EncDecConfig
 from seqlab.models.hmt import HMT, HMTConfig
 from seqlab.models.hat import HAT, HATConfig
 from seqlab.models.hnet import HNet, HNetConfig
+from seqlab.models.pointer import PointerNet, PointerNetConfig
 from seqlab.models.lm import LM, LMConfig
 
 MODELS = {
@@ -28,6 +29,7 @@ MODELS = {
     "hat": (HATConfig, HAT),
     "hnet": (HNetConfig, HNet),
     "encdec": (EncDecConfig, EncDec),
+    "pointer": (PointerNetConfig, PointerNet),
 }
 
 

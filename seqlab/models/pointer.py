@@ -91,6 +91,16 @@ class PointerNetConfig(Config):
         require(self.norm_eps > 0, self, "norm_eps", "a positive number")
         require(self.init_std > 0, self, "init_std", "a positive number")
 
+    @property
+    def vocab_size(self) -> int:
+        """Output ids: the ``max_n`` input positions and the end token."""
+        return self.max_n + 1
+
+    def layer_groups(self) -> dict[str, tuple[int, tuple[LayerSpec, ...]]]:
+        """The encoder (run forward and reversed) and the decoder: (width, layers)."""
+        return {"encoder": (self.dim, self.encoder_layers),
+                "decoder": (self.dim, self.decoder_layers)}
+
     def stack_config(self, which: str) -> LMConfig:
         """The LMConfig of the ``"encoder"`` or ``"decoder"`` stack."""
         layers = self.encoder_layers if which == "encoder" else self.decoder_layers
@@ -121,6 +131,7 @@ class PointerNet(nn.Module):
     """The pointer network; see the module docstring."""
 
     kind = "pointer"
+    reads_text = False   # its inputs are points and its ids positions: no tokenizer applies
 
     def __init__(self, cfg: PointerNetConfig):
         super().__init__()
@@ -158,6 +169,21 @@ class PointerNet(nn.Module):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities()
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters; ``exclude_embeddings`` leaves out the input projection (its embedding)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - sum(p.numel() for p in self.in_proj.parameters()) if exclude_embeddings else n
+
+    def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes of decoding state per instance of ``max_n`` inputs after ``seq_len`` outputs:
+        the encoder outputs and keys, the context, two flags per input, and the decoder's
+        mixers' states (an output sequence is at most ``max_n + 1`` long)."""
+        elem = torch.empty((), dtype=dtype).element_size()
+        n, D = self.cfg.max_n, self.cfg.dim
+        steps = min(seq_len, n + 1)
+        own = sum(b.mixer.state_size(steps) for b in self.decoder.blocks)
+        return (n * D + (n + 1) * D + D + own) * elem + 2 * n
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> PointerState:
         """The empty instance (n = 0): only the end token has probability."""

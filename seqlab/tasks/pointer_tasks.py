@@ -82,6 +82,22 @@ def make_batch(task: str, n: int, batch: int, seed: int, end: int) -> PointerBat
     return PointerBatch(torch.tensor(x, dtype=torch.float32), [t + [end] for t in targets], n)
 
 
+def mixed_batch(task: str, sizes: list[int], seed: int, end: int
+                ) -> tuple[Tensor, Tensor, list[list[int]]]:
+    """Instances of several sizes in one batch: ``(points (B, max n, d) zero-padded after
+    each instance, n (B,), targets)``, grouped by size in ascending order; for size n the
+    instances are ``make_batch(task, n, count, seed, end)``'s."""
+    counts = {n: sizes.count(n) for n in sorted(set(sizes))}
+    N = max(counts)
+    points, ns, targets = [], [], []
+    for n, c in counts.items():
+        b = make_batch(task, n, c, seed, end)
+        points.append(torch.nn.functional.pad(b.points, (0, 0, 0, N - n)))
+        ns += [n] * c
+        targets += b.targets
+    return torch.cat(points), torch.tensor(ns), targets
+
+
 def random_points(n: int, batch: int, seed: int) -> np.ndarray:
     """(batch, n, 2) seeded points in the unit square (tsp instances of any size, no target)."""
     return np.random.default_rng([seed, n, 99]).random((batch, n, 2))

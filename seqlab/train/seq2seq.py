@@ -62,7 +62,9 @@ from seqlab.train.metrics import MetricsLog, repair_metrics
 from seqlab.train.objectives import IGNORE
 from seqlab.train.optim import OptimizerConfig, lr_at, make_optimizer, optimizer_step
 
-TASKS = ("stdlib-docstrings",)   # seqlab.tasks.stdlib_functions.summarisation_pairs
+TEXT_TASKS = ("stdlib-docstrings",)   # seqlab.tasks.stdlib_functions.summarisation_pairs
+POINTER_TASKS = ("sort", "hull", "tsp")  # seqlab.tasks.pointer_tasks, for the pointer family
+TASKS = TEXT_TASKS + POINTER_TASKS
 RUN_FILE = "pairs-run.json"
 CONFIG_FILE = "pairs-config.yaml"   # the resolved config; not config.yaml, a stream run's
 POOL = 32                        # batches per length-sorted pool
@@ -77,7 +79,10 @@ class PairsTrainConfig(OptimizerConfig):
 
     Attributes:
         task: the pairs: ``"stdlib-docstrings"``, function source -> its docstring's first
-            line, split by module (``seqlab.tasks.stdlib_functions``).
+            line, split by module (``seqlab.tasks.stdlib_functions``); or, for the pointer
+            family, ``"sort"``, ``"hull"``, ``"tsp"`` (``seqlab.tasks.pointer_tasks``:
+            instances drawn per step, their sizes uniform in [min_size, max_size]).
+        min_size, max_size: instance sizes of the pointer tasks.
         max_source_bytes: drop pairs whose source is longer (None keeps all).
         batch_size: pairs per step.
         start_id, end_id: the decoder's first input (a decoder-only model's separator) and
@@ -96,6 +101,8 @@ class PairsTrainConfig(OptimizerConfig):
     """
 
     task: str = "stdlib-docstrings"
+    min_size: int = 5
+    max_size: int = 10
     max_source_bytes: int | None = 1024
     batch_size: int = 16
     start_id: int = 256
@@ -115,6 +122,8 @@ class PairsTrainConfig(OptimizerConfig):
     def validate(self) -> None:
         super().validate()
         require(self.task in TASKS, self, "task", " | ".join(TASKS))
+        require(1 <= self.min_size <= self.max_size, self, "min_size",
+                f"an int in [1, max_size = {self.max_size}]")
         require(self.max_source_bytes is None or self.max_source_bytes > 0, self,
                 "max_source_bytes", "a positive int or None")
         for name in ("batch_size", "eval_pairs", "log_every", "save_every", "keep_checkpoints"):
@@ -268,6 +277,73 @@ def evaluate_pairs(model: nn.Module, pairs: Sequence[Pair], cfg: PairsTrainConfi
     return {"loss": loss, "bits": loss / math.log(2), "tokens": count}
 
 
+# -- what the loop trains on ----------------------------------------------------------------
+class PairsTask:
+    """The text pairs of ``stdlib-docstrings``: batches by :func:`batch_order`, the loss of
+    :func:`pair_loss`, the validation of :func:`evaluate_pairs`.
+
+    The loop asks a task for three things (``seqlab.train.pointer_task.PointerTask`` is the
+    other): ``batch(step)``, which depends on (seed, step) only so that a resumed run sees the
+    same batches; ``loss(model, batch, teacher)``; ``evaluate(model)``."""
+
+    def __init__(self, cfg: PairsTrainConfig, train: Sequence[Pair], validation: Sequence[Pair],
+                 device=None):
+        self.cfg, self.train, self.device = cfg, list(train), device
+        self.validation = list(validation)[:cfg.eval_pairs]
+        if not self.train:
+            raise ConfigError("there are no training pairs (check train.max_source_bytes)")
+        self.lengths = [len(s) + len(t) for s, t in self.train]
+        self.per_epoch = len(batch_order(self.lengths, cfg.batch_size, cfg.seed, 0))
+        if self.per_epoch == 0:
+            raise ConfigError(f"{len(self.train)} training pairs make no batch of "
+                              f"train.batch_size = {cfg.batch_size}; lower it")
+        self._epoch, self._order = -1, []
+
+    def describe(self) -> str:
+        return f"{len(self.train):,} pairs"
+
+    def batch(self, step: int) -> list[Pair]:
+        epoch = step // self.per_epoch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = batch_order(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
+        return [self.train[i] for i in self._order[step % self.per_epoch]]
+
+    def loss(self, model: nn.Module, pairs, teacher=None) -> tuple[Tensor, dict[str, float]]:
+        return pair_loss(model, pairs, self.cfg, teacher, self.device)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_pairs(model, self.validation, self.cfg, self.device)
+
+
+def make_task(run: "PairsRunConfig", train: Sequence[Pair] | None = None,
+              validation: Sequence[Pair] | None = None, device=None):
+    """The task ``run.train.task`` names, for ``run.model``'s family.
+
+    Raises:
+        ConfigError: a task the family cannot learn (text pairs for a pointer network, or
+            a pointer task for a model of tokens).
+    """
+    from seqlab.models.pointer import PointerNetConfig
+
+    cfg, pointer = run.train, isinstance(run.model, PointerNetConfig)
+    if pointer != (cfg.task in POINTER_TASKS):
+        want = " | ".join(POINTER_TASKS if pointer else TEXT_TASKS)
+        raise ConfigError(f"train.task = {cfg.task!r} is not a task of the "
+                          f"{kinds.kind_of_config(run.model)} family: expected {want}")
+    if pointer:
+        from seqlab.train.pointer_task import PointerTask
+
+        if cfg.teacher is not None:
+            raise ConfigError("train.teacher: distillation compares token distributions of "
+                              "text pairs; a pointer task has none to share: drop --teacher")
+
+        return PointerTask(cfg, run.model, device)
+    train = list(train) if train is not None else load_task(cfg, "train")
+    validation = list(validation) if validation is not None else load_task(cfg, "validation")
+    return PairsTask(cfg, train, validation, device)
+
+
 # -- the run ---------------------------------------------------------------------------------
 def load_task(cfg: PairsTrainConfig, split: str) -> list[Pair]:
     """The task's pairs of ``split`` as byte ids."""
@@ -285,6 +361,12 @@ def build_model(run: PairsRunConfig) -> nn.Module:
         ConfigError: an encdec config whose start or end id is not the run's.
     """
     m, t = run.model, run.train
+    if t.task in POINTER_TASKS:
+        from seqlab.train.pointer_task import check_model
+
+        check_model(m, t)
+        torch.manual_seed(t.seed)
+        return kinds.build(m)
     if isinstance(m, EncDecConfig) and (m.start_id, m.end_id) != (t.start_id, t.end_id):
         raise ConfigError(f"model.start_id, model.end_id = {m.start_id}, {m.end_id} but "
                           f"train.start_id, train.end_id = {t.start_id}, {t.end_id}: the "
@@ -389,11 +471,7 @@ def train_pairs(run: PairsRunConfig, *, resume: bool = False, model: nn.Module |
     lock = RunLock.acquire(out)
     try:
         saved_model, state = _open_run(run, resume, device)
-        train = list(train) if train is not None else load_task(cfg, "train")
-        validation = list(validation) if validation is not None else load_task(cfg, "validation")
-        if not train:
-            raise ConfigError("there are no training pairs (check train.max_source_bytes)")
-        validation = validation[:cfg.eval_pairs]
+        task = make_task(run, train, validation, device)
         if saved_model is not None:
             model = saved_model
         model = (model if model is not None else build_model(run)).to(device)
@@ -408,12 +486,12 @@ def train_pairs(run: PairsRunConfig, *, resume: bool = False, model: nn.Module |
             result.losses = list(state["run"].get("losses", []))
             result.evals = list(state["run"].get("evals", []))
             repair_metrics(out / "metrics.jsonl", result.step)
-        return _loop(run, model, teacher, opt, train, validation, result, device, progress)
+        return _loop(run, model, teacher, opt, task, result, progress)
     finally:
         lock.release()
 
 
-def _loop(run, model, teacher, opt, train, validation, result, device, progress) -> PairsResult:
+def _loop(run, model, teacher, opt, task, result, progress) -> PairsResult:
     """The steps from ``result.step`` to ``run.train.steps``, with logging, evaluation and
     checkpoints."""
     import yaml
@@ -423,11 +501,6 @@ def _loop(run, model, teacher, opt, train, validation, result, device, progress)
     cfg, out = run.train, Path(run.out_dir)
     # The resolved config: seqlab train --resume reads it back.
     write_atomic(out / CONFIG_FILE, yaml.safe_dump(run.to_dict(), sort_keys=False))
-    lengths = [len(s) + len(t) for s, t in train]
-    per_epoch = len(batch_order(lengths, cfg.batch_size, cfg.seed, 0))
-    if per_epoch == 0:
-        raise ConfigError(f"{len(train)} training pairs make no batch of train.batch_size = "
-                          f"{cfg.batch_size}; lower it")
     log = MetricsLog(out, enabled=True)
 
     def save(step: int) -> None:
@@ -440,20 +513,17 @@ def _loop(run, model, teacher, opt, train, validation, result, device, progress)
                disable=not progress, desc="train-pairs")
     if progress:
         bar.write(f"model: {kinds.kind_of(model)}, {model.num_parameters():,} parameters, "
-                  f"layers {kinds.describe_layers(model.cfg)}; {len(train):,} pairs; teacher "
+                  f"layers {kinds.describe_layers(model.cfg)}; {task.describe()}; teacher "
                   f"{cfg.teacher or 'none'}" + (f"; resuming at step {result.step}"
                                                  if result.step else ""))
-    t_start, order, epoch, first = time.perf_counter(), [], -1, result.step
+    t_start = time.perf_counter()
     model.train()
-    for step in range(first, cfg.steps):
-        if step // per_epoch != epoch:
-            epoch = step // per_epoch
-            order = batch_order(lengths, cfg.batch_size, cfg.seed, epoch)
-        pairs = [train[i] for i in order[step % per_epoch]]
+    for step in range(result.step, cfg.steps):
+        batch = task.batch(step)
         parts: dict[str, float] = {}
 
         def backward() -> float:
-            loss, p = pair_loss(model, pairs, cfg, teacher, device)
+            loss, p = task.loss(model, batch, teacher)
             loss.backward()
             parts.update(p)
             return loss.item()
@@ -476,7 +546,7 @@ def _loop(run, model, teacher, opt, train, validation, result, device, progress)
         timed_out = cfg.time_limit is not None and elapsed > cfg.time_limit
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or step + 1 == cfg.steps \
                 or timed_out:
-            ev = {"step": step + 1, **evaluate_pairs(model, validation, cfg, device)}
+            ev = {"step": step + 1, **task.evaluate(model)}
             result.evals.append(ev)
             log.write({"event": "eval", **ev})
         if timed_out:
@@ -502,7 +572,7 @@ def read_run(path: str | os.PathLike) -> PairsRunConfig:
     return PairsRunConfig.from_dict(read_config_file(path))
 
 
-__all__ = ["CONFIG_FILE", "PairBatch", "PairsResult", "PairsRunConfig", "PairsTrainConfig", "RUN_FILE", "TASKS",
+__all__ = ["CONFIG_FILE", "POINTER_TASKS", "TEXT_TASKS", "PairsTask", "make_task", "PairBatch", "PairsResult", "PairsRunConfig", "PairsTrainConfig", "RUN_FILE", "TASKS",
            "batch_order", "build_model", "decoder_only_batch", "distill_kl", "encdec_batch",
            "evaluate_pairs", "load_task", "load_teacher", "make_batch", "pair_loss", "read_run",
            "scored_logits", "train_pairs"]
