@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.config import Config, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.models.stack import Stack, check_state, per_row, step_through
@@ -143,7 +143,7 @@ class BlockLMState(State):
                             sum((s.filled for s in states), ()), sum((s.blocks for s in states), ()))
 
 
-class BlockLM(nn.Module):
+class BlockLM(SequenceModel):
     """The Block Transformer; see the module docstring.
 
     Example:
@@ -175,22 +175,6 @@ class BlockLM(nn.Module):
             nn.init.normal_(self.head.weight, std=std)
 
     # -- the decoding protocol -----------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.start.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> BlockLMState:
         """The state before any token: the global model has read the start embedding and the
         local model the first block's context."""
@@ -270,11 +254,8 @@ class BlockLM(nn.Module):
         return self.head(h), new
 
     # -- facts and checks ------------------------------------------------------------------
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-        if exclude_embeddings:
-            n -= self.tok_embed.weight.numel() + self.local_embed.weight.numel()
-        return n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.tok_embed.weight, self.local_embed.weight]
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of decode state per sequence after ``seq_len`` tokens (at most a block's

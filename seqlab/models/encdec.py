@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 import seqlab.mixers as mixers
 from seqlab.config import Config, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import Block, LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.nn import GatedMLP, RMSNorm
@@ -247,7 +247,7 @@ class DecoderBlock(nn.Module):
         return x
 
 
-class EncDec(nn.Module):
+class EncDec(SequenceModel):
     """The encoder-decoder; see the module docstring."""
 
     def __init__(self, cfg: EncDecConfig):
@@ -282,27 +282,9 @@ class EncDec(nn.Module):
         for stack in (self.encoder, self.decoder):
             for block in stack:
                 if block.mlp is not None:
-                    for lin in (block.mlp.gate_proj, block.mlp.up_proj):
-                        nn.init.normal_(lin.weight, std=std)
-                    nn.init.normal_(block.mlp.down_proj.weight, std=std / (2 * len(stack)) ** 0.5)
+                    block.mlp.init_weights(std, len(stack))
 
     # -- the decoding protocol -----------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.norm.weight.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> EncDecState:
         """The empty source (nothing to attend to; cross-attention adds zeros)."""
         device = device or self.device
@@ -415,10 +397,8 @@ class EncDec(nn.Module):
         return self.head(self.norm(x)), replace(state, decoder=LMState(tuple(new)))
 
     # -- facts ---------------------------------------------------------------------------
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Unique parameters (a tied head counts once)."""
-        n = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-        return n - self.embed.weight.numel() if exclude_embeddings else n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.embed.weight]
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of decoding state per sequence for a source of ``seq_len`` tokens (the cross

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.config import Config, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.models.stack import Stack, check_state, per_row, step_through
@@ -195,7 +195,7 @@ class HATState(State):
                         sum((s.words for s in states), ()))
 
 
-class HAT(nn.Module):
+class HAT(SequenceModel):
     """The Hierarchical Autoregressive Transformer; see the module docstring.
 
     Example:
@@ -230,22 +230,6 @@ class HAT(nn.Module):
             nn.init.normal_(self.head.weight, std=std)
 
     # -- the decoding protocol -----------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.start.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> HATState:
         """The state before any byte: the backbone has read the start vector and the decoder
         the first word's context."""
@@ -356,11 +340,8 @@ class HAT(nn.Module):
         return self.head(h), new
 
     # -- facts and checks ------------------------------------------------------------------
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-        if exclude_embeddings:
-            n -= self.enc_embed.weight.numel() + self.dec_embed.weight.numel()
-        return n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.enc_embed.weight, self.dec_embed.weight]
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32,
                     bytes_per_word: float = 7.7) -> int:

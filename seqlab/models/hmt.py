@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.config import Config, ConfigError, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import LM, LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec
 from seqlab.models.stack import check_state, step_through
@@ -136,7 +136,7 @@ class HMTState(State):
                         torch.cat([s.pending for s in states]), sum((s.filled for s in states), ()))
 
 
-class HMT(nn.Module):
+class HMT(SequenceModel):
     """The Hierarchical Memory Transformer around an LM; see the module docstring."""
 
     kind = "hmt"
@@ -164,22 +164,6 @@ class HMT(nn.Module):
         return cls(HMTConfig(backbone=lm.cfg, **options), backbone=lm)
 
     # -- the decoding protocol -------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.summary.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> HMTState:
         """Before any token: the backbone has read ``P_0`` (no memory yet)."""
         dtype = dtype or self.summary.dtype

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.config import Config, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.models.stack import Stack, check_state, per_row, step_through
@@ -167,7 +167,7 @@ class HNetState(State):
                          sum((s.chunks for s in states), ()))
 
 
-class HNet(nn.Module):
+class HNet(SequenceModel):
     """The H-Net; see the module docstring.
 
     Example:
@@ -208,22 +208,6 @@ class HNet(nn.Module):
         self.aux_loss: Tensor | None = None
 
     # -- the decoding protocol -----------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.embed.weight.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> HNetState:
         """The state before any byte."""
         device = self.device if device is None else device
@@ -352,9 +336,8 @@ class HNet(nn.Module):
         f, g = b.to(p.dtype).mean(1), p.mean(1)
         return (N / (N - 1) * ((N - 1) * f * g + (1 - f) * (1 - g))).mean()
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-        return n - self.embed.weight.numel() if exclude_embeddings else n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.embed.weight]
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of decode state per sequence after ``seq_len`` bytes, counting the main

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.config import Config, require
-from seqlab.decoding.protocol import Capabilities
+from seqlab.models.base import SequenceModel
 from seqlab.models.lm import LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.models.stack import Stack
@@ -127,7 +127,7 @@ class PointerState(State):
     dec: LMState
 
 
-class PointerNet(nn.Module):
+class PointerNet(SequenceModel):
     """The pointer network; see the module docstring."""
 
     kind = "pointer"
@@ -150,30 +150,13 @@ class PointerNet(nn.Module):
 
     # -- the decoding protocol -----------------------------------------------------------
     @property
-    def vocab_size(self) -> int:
-        return self.cfg.max_n + 1
-
-    @property
     def end_id(self) -> int:
         """The end-of-output token (as an input: the start symbol)."""
         return self.cfg.max_n
 
-    @property
-    def max_length(self) -> int | None:
-        return None
-
-    @property
-    def device(self) -> torch.device:
-        return self.start.device
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameters; ``exclude_embeddings`` leaves out the input projection (its embedding)."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - sum(p.numel() for p in self.in_proj.parameters()) if exclude_embeddings else n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The input projection: a pointer network's embedding of its points."""
+        return list(self.in_proj.parameters())
 
     def state_bytes(self, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of decoding state per instance of ``max_n`` inputs after ``seq_len`` outputs:

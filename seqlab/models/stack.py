@@ -30,12 +30,9 @@ class Stack(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(Block(cfg, _build_mixer(cfg, i)) for i in range(len(cfg.layers)))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        for block in self.blocks:  # as the LM initialises its MLPs (GPT-2's residual scaling)
+        for block in self.blocks:  # as the LM initialises its MLPs
             if block.mlp is not None:
-                for lin in (block.mlp.gate_proj, block.mlp.up_proj):
-                    nn.init.normal_(lin.weight, std=cfg.init_std)
-                nn.init.normal_(block.mlp.down_proj.weight,
-                                std=cfg.init_std / (2 * len(self.blocks)) ** 0.5)
+                block.mlp.init_weights(cfg.init_std, len(self.blocks))
 
     def forward(self, x: Tensor, state: LMState | None = None) -> tuple[Tensor, LMState]:
         layer_states = [None] * len(self.blocks) if state is None else state.layers

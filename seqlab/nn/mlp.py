@@ -26,6 +26,13 @@ class GatedMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=bias)
         self.gate_up_proj: nn.Module | None = None  # gate and up rows in one layer (fuse_gate_up)
 
+    def init_weights(self, std: float, depth: int) -> None:
+        """Normal(0, std) inputs; the output shrunk by sqrt(2 depth) for a stack of ``depth``
+        blocks (GPT-2's residual scaling), so the residual stream keeps its scale."""
+        for lin in (self.gate_proj, self.up_proj):
+            nn.init.normal_(lin.weight, std=std)
+        nn.init.normal_(self.down_proj.weight, std=std / (2 * depth) ** 0.5)
+
     def fuse_gate_up(self, gate_up_proj: nn.Module) -> None:
         """Replace gate_proj and up_proj by one layer whose outputs are theirs side by side."""
         del self.gate_proj, self.up_proj
