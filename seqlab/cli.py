@@ -4,6 +4,7 @@
     seqlab train-pairs [CONFIG] [--model encdec|lm --teacher RUN --steps N --out DIR ...]
     seqlab eval CKPT [--data PATH]
     seqlab generate CKPT --prompt TEXT [--max-new-tokens N --stream --temperature T ...]
+    seqlab train-draft TARGET --kind chimera|transfer|heads [--data PATH --steps N --out DIR]
     seqlab serve CKPT [--port 8000 --strategy prompt-lookup --draft RUN ...]
     seqlab info CKPT
     seqlab demo
@@ -459,7 +460,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     spec = STRATEGIES[args.strategy] if args.strategy in STRATEGIES else None
     options = _strategy_options(args)
     draft = None
-    if args.draft:
+    if args.draft and (Path(args.draft) / "drafter.json").is_file():   # seqlab train-draft's
+        from seqlab.decoding.drafters import load as load_drafter
+
+        draft = load_drafter(args.draft).to(device)
+    elif args.draft:
         draft = load_for_cli(args.draft, device=str(device), weights=args.weights,
                              activations=args.activations)[0]
     elif spec is not None and spec.needs_draft:
@@ -491,6 +496,46 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             if key not in ("new_tokens", "wall_s", "tokens_per_s", "strategy") and value not in (0, None):
                 value = f"{value:.4g}" if isinstance(value, float) else value
                 print(f"  {key}: {value}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_draft(args: argparse.Namespace) -> int:
+    """Cache the target's hidden states once, then train a drafter on them (bounded time)."""
+    import json
+
+    from seqlab.decoding.drafters import TRAINED
+    from seqlab.decoding.drafters.train import (DraftTrainConfig, cache_features, default_texts,
+                                                read_texts, train_drafter)
+
+    if args.kind not in TRAINED:   # before loading a target for nothing
+        raise CLIError(f"--kind {args.kind!r} is not a drafter; choose one of "
+                       f"{', '.join(sorted(TRAINED))}")
+    options = {k: v for k, v in dict(
+        kind=args.kind, steps=args.steps, time_limit=args.time_limit, batch=args.batch,
+        lr=args.lr, depth=args.depth, window=args.window, width=args.width,
+        draft_vocab=args.draft_vocab, seq_len=args.seq_len, cache_tokens=args.cache_tokens,
+        seed=args.seed).items() if v is not None}
+    cfg = DraftTrainConfig.from_dict(options)
+    texts = read_texts(args.data) if args.data else default_texts("train")
+    if not is_pretrained_source(args.target) and not Path(args.target).exists():
+        raise CLIError(f"target {args.target!r} not found: give a run folder, a checkpoint folder, "
+                       "a .gguf file, a Hugging Face folder or an alias (smollm2)")
+    model, tokenizer, _ = load_for_cli(args.target, device="cpu")
+    name = Path(args.target).name or args.target
+    cache = cache_features(model, tokenizer, texts, cfg, name, folder=args.cache)
+    del model
+    drafter, report = train_drafter(cache, cfg)
+    out = Path(args.out) if args.out else Path("drafters") / f"{name}-{args.kind}"
+    drafter.save(out)
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    after = report["held_out_after"]
+    print(f"{args.kind} drafter for {name}: {report['steps']} steps in {report['seconds']:.0f} s, "
+          f"loss {report['train_loss_first']:.3f} -> {report['train_loss_last']:.3f}; held out: "
+          f"{after['accepted_per_call']:.2f} tokens per call would be accepted (greedy), top-1 "
+          f"by depth {', '.join(f'{x:.2f}' for x in after['top1'])}")
+    strategy = "speculative" if TRAINED[args.kind].autoregressive else "speculative or tree"
+    print(f"saved to {out}; use it as the draft of {strategy}: seqlab generate {args.target} "
+          f"--strategy speculative --draft {out} --temperature 0 --prompt ...")
     return 0
 
 
@@ -671,6 +716,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_cmd_eval)
 
+    td = sub.add_parser("train-draft", help="train a drafter on a target's own hidden states "
+                        "(for speculative decoding)", description="Run the target once over "
+                        "text (default: the Python docs and standard-library code), cache its "
+                        "hidden states and greedy choices, and train a small drafter on them in "
+                        "bounded CPU time. Use it with --strategy speculative (or tree) --draft DIR.")
+    td.add_argument("target", help="run folder, checkpoint folder, .gguf file, Hugging Face folder "
+                    "or alias (smollm2)")
+    td.add_argument("--kind", required=True, help="heads (Medusa), chimera or transfer (Hidden "
+                    "Transfer)")
+    td.add_argument("--data", help="a text file or folder to train on (default: the standard "
+                    "library's docs and code, its held-out tenth left out)")
+    td.add_argument("--steps", type=int, help="optimizer steps at most (default 3000)")
+    td.add_argument("--time-limit", type=float, help="seconds of training at most (default 600)")
+    td.add_argument("--out", help="where to save it (default drafters/TARGET-KIND)")
+    td.add_argument("--cache", help="where to cache the target's features (default "
+                    "~/.cache/seqlab/draft-features/KEY)")
+    for flag, tp, what in (("--batch", int, "positions per step"), ("--lr", float, "learning rate"),
+                           ("--depth", int, "tokens drafted per round"),
+                           ("--window", int, "hidden states read (chimera, transfer)"),
+                           ("--width", int, "inner width"),
+                           ("--draft-vocab", int, "rows of the drafter's head"),
+                           ("--seq-len", int, "tokens per cached sequence"),
+                           ("--cache-tokens", int, "tokens of text run through the target"),
+                           ("--seed", int, "seed")):
+        td.add_argument(flag, type=tp, help=what)
+    td.set_defaults(fn=_cmd_train_draft)
+
     g = sub.add_parser("generate", help="continue a prompt")
     g.add_argument("checkpoint", help="run folder, checkpoint folder, .gguf file, Hugging Face "
                    "folder or alias (smollm2)")
@@ -682,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--strategy", default="sample", choices=sorted(STRATEGIES),
                    help="how tokens are chosen (default: sample)")
     g.add_argument("--draft", help="speculative, tree: the draft model (run folder, checkpoint or "
-                   "pretrained source)")
+                   "pretrained source) or a drafter from seqlab train-draft")
     _add_strategy_flags(g)
     g.add_argument("--temperature", type=float, help="sample at this temperature (default 0.8 for "
                    "--strategy sample; the drafting strategies are greedy unless it is given)")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from seqlab.config import ConfigError
+from seqlab.decoding.drafters import HiddenDrafter
 from seqlab.decoding.engine import (DecodeStats, GenerateOutput, PromptError, Request, StopChecker,
                                     as_rows, check_prompts)
 from seqlab.decoding.hf import as_seqlab
@@ -68,7 +69,9 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
         on_token: called as ``on_token(row, token_id)`` as tokens are produced (streaming);
             a true return ends that row after this token (its own limit, a client that left).
             Beam searches call it once a row's search is over and ignore the return.
-        draft: the draft model of ``speculative`` and ``tree`` (same vocabulary); for
+        draft: the draft model of ``speculative`` and ``tree`` (same vocabulary), or a
+            drafter trained on the target's hidden states (``seqlab.decoding.drafters.load``;
+            ``tree`` takes those that draft every depth at once, heads and transfer); for
             ``ngram``, optionally a ``seqlab.decoding.drafters.NGramTable`` that persists
             across calls (every call reads and extends it).
         cached: per row None or ``(n, state)``: the row's first ``n`` tokens already ran
@@ -157,7 +160,9 @@ def _prepare(model, prompt, strategy, max_new_tokens, temperature, top_k, top_p,
     cfg = spec.Config.from_dict(options)
     model = as_seqlab(model)
     check_decodable(model)
-    if spec.needs_draft:
+    if spec.needs_draft and isinstance(draft, HiddenDrafter):
+        draft.check_target(model)   # a trained drafter: the target's own hidden states
+    elif spec.needs_draft:
         if draft is None:
             raise ConfigError(f"strategy {strategy!r} needs a draft model: pass draft=<a model "
                               "with the target's vocabulary>")

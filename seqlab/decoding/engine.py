@@ -294,6 +294,29 @@ def prefill(model, rows: list[list[int]], cached: Sequence | None = None
     return torch.cat(outs), type(states[0]).cat(states), len(rows)
 
 
+def prefill_features(model, rows: list[list[int]], cached: Sequence | None = None
+                     ) -> tuple[Tensor, list[Tensor], State, int]:
+    """``prefill`` through the target's ``features`` (the protocol's features capability), for
+    drafters that read its hidden states: last-position logits (B, V), per row the hidden
+    states of the positions that ran (T_b, H) (a cached row's cached part did not), the
+    joined state and the model calls. The logits are the head on the same hidden states, so
+    the first token is the one ``prefill`` gives.
+    """
+    device = model.device
+    cached = cached if cached is not None else [None] * len(rows)
+    if len({len(r) for r in rows}) == 1 and all(c is None for c in cached):
+        hidden, state = model.features(torch.tensor(rows, device=device))
+        return model.logits(hidden[:, -1]), list(hidden), state, 1
+    outs, hiddens, states = [], [], []
+    for r, c in zip(rows, cached):
+        n, start = c if c is not None else (0, None)
+        hidden, s = model.features(torch.tensor([r[n:]], device=device), start)
+        outs.append(model.logits(hidden[:, -1]))
+        hiddens.append(hidden[0])
+        states.append(s)
+    return torch.cat(outs), hiddens, type(states[0]).cat(states), len(rows)
+
+
 def combine(parts: list[tuple[list[int], State]], batch: int) -> State:
     """Join per-group states (each holding the rows ``idx`` in that order) into batch order."""
     if len(parts) == 1:

@@ -20,7 +20,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from seqlab.decoding.engine import DecodeStats, GenerateOutput, Request, Rows, prefill, timer
+from seqlab.decoding.engine import (DecodeStats, GenerateOutput, Request, Rows, prefill,
+                                    prefill_features, timer)
 from seqlab.decoding.sampling import choose
 from seqlab.state import State
 
@@ -34,11 +35,16 @@ class Verdict:
         tokens: per row, the accepted draft tokens, then the target's own next token.
         rolled_back: returns the target state covering ``last`` and the accepted tokens of
             every row (computed only if some row goes on).
+        hidden: drafts verified through the target's ``features`` (for proposers that
+            ``reads_hidden``): per row the target's hidden states at ``last`` and at each
+            accepted token, (counts[i] + 1, H), the last one being where the target chose
+            the row's next token; None otherwise.
     """
 
     counts: list[int]
     tokens: list[list[int]]
     rolled_back: Callable[[], State]
+    hidden: list[Tensor] | None = None
 
     @property
     def next_tokens(self) -> list[int]:
@@ -54,7 +60,17 @@ class Draft(Protocol):
 
 
 class Proposer(Protocol):
-    """What a drafting strategy implements (speculative, tree, prompt lookup, ngram)."""
+    """What a drafting strategy implements (speculative, tree, prompt lookup, ngram).
+
+    A proposer whose drafter reads the target's hidden states (a trained drafter,
+    ``seqlab.decoding.drafters``) sets ``reads_hidden = True``: the loop then prefills
+    through the target's ``features`` and calls ``start(rows, first, hidden)`` with per row
+    the prompt's hidden states (T_b, H), and its drafts verify through ``features`` too,
+    handing ``advance`` the new ones in ``Verdict.hidden``. The target computes these
+    states anyway; only the head is split off.
+    """
+
+    reads_hidden: bool = False
 
     def start(self, rows: list[list[int]], first: list[int]) -> None:
         """Take in the prompts and each row's first token (emitted, in no state yet)."""
@@ -81,11 +97,18 @@ def draft_and_verify(model, req: Request, proposer: Proposer, stats: DecodeStats
     if req.max_new_tokens == 0:
         proposer.finish(stats)
         return rows.finish(stats, elapsed)
-    logits, state, calls = prefill(model, req.rows, req.cached)
+    reads_hidden = getattr(proposer, "reads_hidden", False)
+    if reads_hidden:
+        logits, hidden, state, calls = prefill_features(model, req.rows, req.cached)
+    else:
+        logits, state, calls = prefill(model, req.rows, req.cached)
     stats.target_calls += calls
     # The first token comes from the prefill's logits, exactly as plain decoding draws it.
     first = choose(logits, req.sampling, req.generator).tolist()
-    proposer.start(req.rows, first)
+    if reads_hidden:
+        proposer.start(req.rows, first, hidden)
+    else:
+        proposer.start(req.rows, first)
     stats.prefill_s = elapsed()
     fed = [len(r) for r in req.rows]  # tokens inside each row's states
     keep = rows.emit_round([[t] for t in first])

@@ -30,7 +30,10 @@ Optional members, each behind a ``Capabilities`` flag:
   the returned state offers ``keep(start, index)`` to keep one path
   (see ``seqlab.models.lm.LM.forward_tree``);
 * ``features``: ``features(tokens, state) -> (hidden (B, T, H), state)`` and
-  ``logits(hidden) -> (..., V)``, the hidden states that drafters read.
+  ``logits(hidden) -> (..., V)``, the hidden states that drafters read
+  (``logits(features(...)[0])`` equals the call's logits);
+* ``tree`` and ``features`` together: also ``features_tree(tokens, state, depth, visible)
+  -> (hidden, state)``, ``forward_tree`` without the head.
 
 Example (a model that is not a seqlab LM; see README, "Decoding any model"):
     >>> class Bigram(torch.nn.Module):
@@ -56,7 +59,8 @@ class Capabilities:
 
     Attributes:
         tree: ``forward_tree`` (tree attention) and a state with ``keep``.
-        features: ``features(tokens, state)`` and ``logits(hidden)``.
+        features: ``features(tokens, state)`` and ``logits(hidden)`` (and, with ``tree``,
+            ``features_tree``): trained drafters read these hidden states.
     """
 
     tree: bool = False

@@ -10,7 +10,7 @@ follows exactly the target's filtered distribution (Leviathan et al. 2023; Chen 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -31,22 +31,31 @@ class ChainDraft:
             deterministic drafter (a point mass on each proposal).
         n_draft: per row how many of the g proposals are real (shorter drafts are padded;
             padding is never accepted and carries q = 0), or None when all g are.
+        features: verify through the target's ``features`` and hand the hidden states of the
+            accepted positions on in ``Verdict.hidden`` (for drafters that read them).
     """
 
     seq: Tensor
     q: Tensor | None = None
     n_draft: list[int] | None = None
+    features: bool = field(default=False, kw_only=True)   # subclasses add positional fields
 
     def verify(self, model, state: State, fed: list[int], req: Request,
                stats: DecodeStats) -> Verdict:
-        logits, verified = model(self.seq, state)  # (R, g+1, V)
+        hidden = None
+        if self.features:
+            hidden, verified = model.features(self.seq, state)  # (R, g+1, H)
+            logits = model.logits(hidden)
+        else:
+            logits, verified = model(self.seq, state)  # (R, g+1, V)
         stats.target_calls += 1
         n_acc, nxt = accept_chain(self.seq, logits, req.sampling, req.generator, self.q,
                                   self.n_draft)
         counts, seq_l, nxt_l = n_acc.tolist(), self.seq.tolist(), nxt.tolist()
         tokens = [seq_l[i][1:counts[i] + 1] + [nxt_l[i]] for i in range(len(counts))]
+        kept = None if hidden is None else [hidden[i, :counts[i] + 1] for i in range(len(counts))]
         return Verdict(counts, tokens, lambda: roll_back(model, self.seq, state, verified,
-                                                         counts, fed, stats))
+                                                         counts, fed, stats), kept)
 
 
 def accept_chain(seq: Tensor, t_logits: Tensor, sampling: SamplingConfig, generator,

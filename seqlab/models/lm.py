@@ -23,6 +23,7 @@ from torch import Tensor, nn
 import seqlab.mixers as mixers
 from seqlab.config import Config, ConfigError, require
 from seqlab.mixers.bidirectional import check_prefix
+from seqlab.models.base import SequenceModel
 from seqlab.models.pattern import LayerSpec, parse_layers
 from seqlab.decoding.protocol import Capabilities
 from seqlab.models.block_step import block_step
@@ -256,7 +257,7 @@ class Block(nn.Module):
         return x
 
 
-class LM(nn.Module):
+class LM(SequenceModel):
     """Decoder LM built from a layer pattern of registered mixers.
 
     Example:
@@ -285,10 +286,7 @@ class LM(nn.Module):
             nn.init.normal_(self.head.weight, std=std)
         for block in self.blocks:
             if block.mlp is not None:
-                for lin in (block.mlp.gate_proj, block.mlp.up_proj):
-                    nn.init.normal_(lin.weight, std=std)
-                # Residual-branch outputs shrink with depth (GPT-2) so the stream's scale stays put.
-                nn.init.normal_(block.mlp.down_proj.weight, std=std / (2 * len(self.blocks)) ** 0.5)
+                block.mlp.init_weights(std, len(self.blocks))
 
     # -- the two faces ------------------------------------------------------
     def forward(self, tokens: Tensor, state: LMState | None = None, *,
@@ -323,14 +321,6 @@ class LM(nn.Module):
         return self.head(hidden)
 
     # -- the decoding protocol (seqlab/decoding/protocol.py) ------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def max_length(self) -> int | None:
-        return self.cfg.max_length
-
     @property
     def device(self) -> torch.device:
         return self.norm.weight.device  # always float (the embedding may be quantized)
@@ -423,6 +413,14 @@ class LM(nn.Module):
         logits (B, T, vocab) and a state holding every node; keep one path with
         ``LMState.keep``.
         """
+        hidden, state = self.features_tree(tokens, state, depth, visible)
+        return self.head(hidden), state
+
+    def features_tree(self, tokens: Tensor, state: LMState, depth: Tensor, visible: Tensor
+                      ) -> tuple[Tensor, LMState]:
+        """``forward_tree`` without the head: hidden states (B, T, dim) of the tree's nodes
+        (the protocol's tree and features capabilities together; a drafter trained on the
+        hidden states reads the accepted node's)."""
         if not self.supports_tree:
             raise ValueError("forward_tree needs a model whose every layer scores trees "
                              "(attention without a window); verify trees as batch rows instead")
@@ -433,7 +431,7 @@ class LM(nn.Module):
         for block, s in zip(self.blocks, layer_states):
             x, s = block.forward_tree(x, s, depth, visible, tokens)
             new.append(s)
-        return self.head(self.norm(x)), LMState(tuple(new))
+        return self.norm(x), LMState(tuple(new))
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> LMState:
         return LMState(tuple(b.mixer.init_state(batch_size, device=device, dtype=dtype)

@@ -96,5 +96,13 @@ class DraftModelProposer:
 @register("speculative", SpeculativeConfig, samples="optional", needs_draft=True)
 def speculative(model, req: Request, cfg: SpeculativeConfig) -> GenerateOutput:
     """Speculative decoding with ``req.draft`` proposing ``cfg.gamma`` tokens per round."""
+    from seqlab.decoding.drafters import HiddenDrafter
+
     stats = DecodeStats(strategy="speculative", options=cfg.to_dict())
-    return draft_and_verify(model, req, DraftModelProposer(req.draft, cfg.gamma, req, stats), stats)
+    if isinstance(req.draft, HiddenDrafter):   # a drafter trained on the target's hidden states
+        from seqlab.decoding.strategies.hidden import HiddenChainProposer
+
+        proposer = HiddenChainProposer(req.draft, cfg.gamma, req, stats)
+    else:
+        proposer = DraftModelProposer(req.draft, cfg.gamma, req, stats)
+    return draft_and_verify(model, req, proposer, stats)

@@ -136,7 +136,14 @@ def tree(model, req: Request, cfg: TreeConfig) -> GenerateOutput:
     tree_attention = supported if cfg.tree_attention is None else cfg.tree_attention
     stats = DecodeStats(strategy="tree", options={**cfg.to_dict(), "tree_attention": tree_attention},
                         trees=[])
-    proposer = TreeProposer(model, req.draft, req, cfg, tree_attention, stats)
+    from seqlab.decoding.drafters import HiddenDrafter
+
+    if isinstance(req.draft, HiddenDrafter):   # a drafter trained on the target's hidden states
+        from seqlab.decoding.strategies.hidden import HiddenTreeProposer
+
+        proposer = HiddenTreeProposer(model, req.draft, req, cfg, tree_attention, stats)
+    else:
+        proposer = TreeProposer(model, req.draft, req, cfg, tree_attention, stats)
     return draft_and_verify(model, req, proposer, stats)
 
 
@@ -213,7 +220,7 @@ class TreeProposer:
             counts.append(len(path))
             tree.accepted.append(path)
             tokens.append([tok_l[d][r][j] for d, j in path] + [token])
-        tree.tok_l = tok_l
+        tree.tok_l, tree.where = tok_l, where
         if len(stats.trees) < TREES_KEPT:
             stats.trees.append(_first_row_tree(last, levels, tree.accepted[0]))
 
@@ -386,7 +393,7 @@ class TreeProposer:
             idx = torch.arange(first, first + lv.tokens.shape[1], device=device)
             rows[:, torch.arange(len(idx), device=device), idx] = True
             visible[:, first:first + len(idx)] = rows
-        t_logits, verified = self.model.forward_tree(tokens, tstate, depth, visible)
+        t_logits, verified = self.score_tree(tokens, tstate, depth, visible)
         where = [{(-1, 0): (r, 0), **{(d, j): (r, 1 + offsets[d] + j) for d, lv in enumerate(levels)
                                       for j in range(lv.tokens.shape[1])}} for r in range(R)]
         return where, t_logits, verified
@@ -405,8 +412,16 @@ class TreeProposer:
                 owner.append(r)
             where.append(w)
         seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
-        t_logits, verified = self.model(seq, tstate.select(owner))
+        t_logits, verified = self.score_rows(seq, tstate.select(owner))
         return where, t_logits, verified, seq
+
+    def score_tree(self, tokens, tstate, depth, visible):
+        """The target's logits at every node with tree attention (a subclass may keep more)."""
+        return self.model.forward_tree(tokens, tstate, depth, visible)
+
+    def score_rows(self, seq, tstate):
+        """The target's logits along every leaf path laid out as rows."""
+        return self.model(seq, tstate)
 
     def accept(self, r, where, t_logits, tok_l, levels, qs):
         """Recursive rejection down row r's tree; returns (the accepted nodes, next token).

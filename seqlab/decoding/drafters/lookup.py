@@ -155,5 +155,3 @@ class NGramDrafter:
             ctx = ctx[1:] + [t]
         return draft
 
-
-DRAFTERS = {"prompt-lookup": PromptLookup, "ngram": NGramDrafter}
