@@ -13,8 +13,14 @@ fraction ``--noise`` of the words, ``case`` upper-cases or capitalises them. The
 (Neitemeier et al. 2025) reports HAT far more robust to such perturbations than a BPE model;
 bits per byte of the perturbed text itself is this benchmark's measure of that.
 
+With ``--german-steps N`` each model then goes on to German (Debian's manpages-de, rendered
+by ``seqlab.tasks.manpages``; ``apt-get install manpages-de``) for N more steps on the same
+bytes per step, the BPE LM keeping its tokenizer fitted on English code: German validation
+bits per byte before and after, the paper's adaptation-to-a-new-language comparison.
+
     python benchmarks/hat_lm.py            # the full run (hours on 2 cores; a GPU is faster)
     python benchmarks/hat_lm.py --quick    # ~2 minutes: tiny models on part of the library
+    python benchmarks/hat_lm.py --quick --german-steps 30 --german-pages 60   # and German
 Writes benchmarks/out/hat_lm.json, a plot (--plot, default benchmarks/out/hat_lm.png) and
 prints a table (with --quick: hat_lm_quick.json and hat_lm_quick.png).
 """
@@ -82,7 +88,7 @@ def perturb(text: bytes, kind: str, rate: float, rng: random.Random) -> bytes:
     return _WORD.sub(edit, text)
 
 
-def eval_sets(corpus, args) -> dict[str, list[bytes]]:
+def eval_sets(corpus, args, noises=NOISES) -> dict[str, list[bytes]]:
     """Validation windows of ``seq_len + 1`` bytes (valid UTF-8, so that the BPE tokenizer
     reads the very same bytes), clean and perturbed."""
     data = corpus.val
@@ -97,7 +103,7 @@ def eval_sets(corpus, args) -> dict[str, list[bytes]]:
             continue
         windows.append(w)
     rng = random.Random(0)
-    return {k: [perturb(w, k, args.noise, rng) for w in windows] for k in NOISES}
+    return {k: [perturb(w, k, args.noise, rng) for w in windows] for k in noises}
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -127,15 +133,18 @@ def bpb(model, texts: list[bytes], tokenizer=None, batch: int = 16) -> float:
     return bits_per_byte(nll, n_bytes)
 
 
-def train(model, corpus, seq_len: int, sets, tokenizer, args, name: str) -> dict:
-    """``args.steps`` steps on windows of ``seq_len`` tokens; the clean validation curve."""
+def train(model, corpus, seq_len: int, sets, tokenizer, args, name: str,
+          steps: int | None = None) -> dict:
+    """``steps`` (default ``args.steps``) steps on windows of ``seq_len`` tokens, a fresh
+    optimizer and schedule; the clean validation curve."""
     from seqlab.train.optim import OptimizerConfig, make_optimizer, optimizer_step
 
-    cfg = OptimizerConfig(steps=args.steps, lr=args.lr, warmup=min(50, args.steps // 10))
+    steps = steps or args.steps
+    cfg = OptimizerConfig(steps=steps, lr=args.lr, warmup=min(50, steps // 10))
     opt = make_optimizer(model, cfg)
     model.train()
     curve, train_s = [], 0.0
-    bar = tqdm(range(args.steps), desc=f"train {name}", unit="step")
+    bar = tqdm(range(steps), desc=f"train {name}", unit="step")
     for step in bar:
         t0 = time.perf_counter()
         x, y = corpus.batch("train", step, args.batch, seq_len, seed=1)
@@ -149,14 +158,41 @@ def train(model, corpus, seq_len: int, sets, tokenizer, args, name: str) -> dict
 
         optimizer_step(model, opt, step, cfg, backward)
         train_s += time.perf_counter() - t0
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == steps:
             curve.append({"step": step + 1, "bpb": bpb(model, sets["clean"], tokenizer),
                           "train_s": train_s})
             bar.set_postfix(bpb=f"{curve[-1]['bpb']:.3f}")
     bar.close()
-    return {"steps": args.steps, "seq_len": seq_len, "train_s": train_s, "curve": curve,
+    return {"steps": steps, "seq_len": seq_len, "train_s": train_s, "curve": curve,
             "params": model.num_parameters(),
             "params_no_embed": model.num_parameters(exclude_embeddings=True)}
+
+
+def adapt_to_german(rows: list[dict], models_by_name: dict, bpe, args) -> dict:
+    """Continue every model on German manual pages for ``args.german_steps`` steps (the BPE
+    LM through its English tokenizer, at the same bytes per step); adds to each row its
+    German bpb before and after and the curve. Returns facts about the German data."""
+    from seqlab.tasks.corpus import DataConfig, load_corpus
+    from seqlab.tasks.manpages import german_manpages
+
+    folder = german_manpages(args.german_pages)
+    data = DataConfig(paths=(str(folder),), extensions=(".txt",), val_fraction=0.1)
+    german = load_corpus(data)
+    german_bpe = load_corpus(data, tokenizer=bpe.tokenizer)
+    sets = eval_sets(german, args, noises=("clean",))
+    per_token = german_bpe.tokenizer.bytes_per_token(german_bpe.train[:1_000_000])
+    bpe_len = max(8, round(args.seq_len / per_token))
+    for row in rows:
+        model, tok = models_by_name[row["model"]]
+        on_bpe = tok is not None
+        row["bpb_de_before"] = bpb(model, sets["clean"], tok)
+        done = train(model, german_bpe if on_bpe else german, bpe_len if on_bpe else
+                     args.seq_len, sets, tok, args, f"{row['model']} (German)",
+                     steps=args.german_steps)
+        row["de_curve"], row["de_train_s"] = done["curve"], done["train_s"]
+        row["bpb_de_after"] = done["curve"][-1]["bpb"]
+    return {"de_pages": len(list(folder.glob("*.txt"))), "de_val_windows": len(sets["clean"]),
+            "de_bpe_bytes_per_token": per_token}
 
 
 def plot(rows, path: Path) -> None:
@@ -164,7 +200,9 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    german = all("de_curve" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if german else 2, figsize=(16 if german else 11, 4))
+    a, b = axes[0], axes[1]
     for r in rows:
         a.plot([c["step"] for c in r["curve"]], [c["bpb"] for c in r["curve"]], marker=".",
                label=f"{r['model']} ({r['params'] / 1e6:.1f}M)")
@@ -182,6 +220,16 @@ def plot(rows, path: Path) -> None:
     b.set_ylabel("bits per byte above the clean text")
     b.set_title("cost of perturbed text (lower: more robust)")
     b.legend()
+    if german:
+        c = axes[2]
+        for r in rows:
+            c.plot([0] + [x["step"] for x in r["de_curve"]],
+                   [r["bpb_de_before"]] + [x["bpb"] for x in r["de_curve"]], marker=".",
+                   label=r["model"])
+        c.set_xlabel("German training step")
+        c.set_ylabel("German validation bits per byte")
+        c.set_title("adapting to German (BPE fitted on English)")
+        c.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -202,6 +250,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-tokens", type=int, default=100_000, help="validation bytes")
     p.add_argument("--noise", type=float, default=0.1, help="share of words edited")
+    p.add_argument("--german-steps", type=int, default=0, help="then this many steps on German "
+                   "manual pages (0: none)")
+    p.add_argument("--german-pages", type=int, default=400, help="German pages rendered")
     p.add_argument("--plot", default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args()
@@ -228,7 +279,7 @@ def main() -> None:
     words = [w for t in sets["clean"] for w in split_words(t, args.max_word)]
     facts = {"val_windows": len(sets["clean"]), "bpe_bytes_per_token": bytes_per_token,
              "hat_bytes_per_word": sum(map(len, words)) / len(words)}
-    rows = []
+    rows, models_by_name = [], {}
     for name, model in models(args, bpe.vocab_size).items():
         on_bpe = name == "BPE LM"
         tok = bpe.tokenizer if on_bpe else None
@@ -237,6 +288,9 @@ def main() -> None:
         for k in NOISES:
             row[f"bpb_{k}"] = row["curve"][-1]["bpb"] if k == "clean" else bpb(model, sets[k], tok)
         rows.append(row)
+        models_by_name[name] = (model, tok)
+    if args.german_steps:
+        facts.update(adapt_to_german(rows, models_by_name, bpe, args))
     print(f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"{time.perf_counter() - start:.0f} s in all; {facts['val_windows']} validation "
           f"windows of {args.seq_len} bytes, {args.noise:.0%} of words edited; HAT words average "
@@ -249,6 +303,17 @@ def main() -> None:
               f"{r['train_s']:.0f} | {r['bpb_clean']:.3f} | {r['bpb_spelling']:.3f} | "
               f"{r['bpb_case']:.3f} | {r['bpb_spelling'] - r['bpb_clean']:+.3f} | "
               f"{r['bpb_case'] - r['bpb_clean']:+.3f} |")
+    if args.german_steps:
+        print(f"\nGerman: {facts['de_val_windows']} validation windows of {args.seq_len} bytes "
+              f"from {facts['de_pages']} manual pages; the English BPE spends "
+              f"{facts['de_bpe_bytes_per_token']:.2f} bytes per token on German (on code "
+              f"{bytes_per_token:.2f})")
+        print(f"| model | German bpb before | after {args.german_steps} steps | gain | "
+              "German train s |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['model']} | {r['bpb_de_before']:.3f} | {r['bpb_de_after']:.3f} | "
+                  f"{r['bpb_de_before'] - r['bpb_de_after']:+.3f} | {r['de_train_s']:.0f} |")
     plot(rows, Path(args.plot))
     OUT.mkdir(exist_ok=True)
     (OUT / f"{stem}.json").write_text(json.dumps({"args": vars(args), "cpu": platform.processor(),
