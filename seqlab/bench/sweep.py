@@ -87,6 +87,8 @@ class CellConfig(Config):
             # Left out when off, so dense cells keep the keys they had before sparsity
             # options existed, and results files recorded then still skip them.
             del recipe["train"]["sparsity"]
+        if not self.train.decay_time_scales:   # likewise for an option added later, when off
+            del recipe["train"]["decay_time_scales"]
         text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -33,6 +33,10 @@ class OptimizerConfig(Config):
         weight_decay, beta1, beta2: AdamW's (decay only on matrices, see ``make_optimizer``).
         grad_clip: the gradient norm clipped to (0: no clipping).
         precision: "auto" (bfloat16 autocast on CUDA), "float32" or "bfloat16".
+        decay_time_scales: decay the matrices mixers name in ``no_weight_decay`` too (mamba's
+            ``A_log``), as seqlab did before 2026-11-28. The reference implementations exempt
+            them; docs/results.md's passkey recipe learned only with this decay (with the
+            exemption, mamba at d_state 16 stays on the 0.1 plateau for 4,000 steps).
     """
 
     steps: int = 1000
@@ -44,6 +48,7 @@ class OptimizerConfig(Config):
     beta2: float = 0.95
     grad_clip: float = 1.0
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    decay_time_scales: bool = False
 
     def validate(self) -> None:
         require(self.steps > 0, self, "steps", "a positive int")
@@ -71,7 +76,8 @@ def lr_at(step: int, cfg: OptimizerConfig) -> float:
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW; weight decay only on matrices other than the embedding and those a module names
     in its ``no_weight_decay`` (state-space time scales, see ``seqlab.mixers.base.Mixer``)."""
-    exempt = {id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
+    exempt = set() if getattr(cfg, "decay_time_scales", False) else {
+        id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
     seen, decay, no_decay = set(), [], []
     for name, p in model.named_parameters():
         if id(p) in seen or not p.requires_grad:

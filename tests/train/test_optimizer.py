@@ -7,8 +7,8 @@ from seqlab.train.config import TrainConfig
 from seqlab.train.optim import make_optimizer
 
 
-def decayed_names(model):
-    opt = make_optimizer(model, TrainConfig(weight_decay=0.1))
+def decayed_names(model, **options):
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1, **options))
     ids = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     return {n for n, p in model.named_parameters() if id(p) in ids}
 
@@ -25,3 +25,13 @@ def test_state_space_time_scales_and_embeddings_are_not_decayed():
     assert decayed_names(copy.deepcopy(model)) == decayed   # the exemption is by name: copies keep it
     opt = make_optimizer(model, TrainConfig())
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_decay_time_scales_brings_back_the_decay_of_state_space_matrices():
+    model = build_lm(vocab_size=11, dim=16, layers=["mamba", "s4d"], mlp_hidden=32)
+    plain, old = decayed_names(model), decayed_names(model, decay_time_scales=True)
+    # every matrix a mixer exempts is decayed again (mamba's A_log, S4D's poles); vectors and
+    # the embedding never are
+    assert old - plain == {"blocks.0.mixer.A_log", "blocks.1.mixer.log_neg_A_re",
+                           "blocks.1.mixer.A_im"}
+    assert "blocks.0.mixer.D" not in old and "embed.weight" not in old
