@@ -46,6 +46,7 @@ from seqlab.config import Config, require
 from seqlab.models.base import SequenceModel
 from seqlab.models.lm import Block, LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
+from seqlab.models.stack import check_state
 from seqlab.nn import GatedMLP, RMSNorm
 from seqlab.nn.cross_attention import CrossAttention
 from seqlab.state import State, StateError
@@ -415,12 +416,8 @@ class EncDec(SequenceModel):
         return [None if j is None else (m.keys[j], m.values[j], m.valid) for j in self.cross_slot]
 
     def _check_state(self, state: EncDecState, batch_size: int) -> None:
-        if not isinstance(state, EncDecState):
-            raise StateError(f"the encoder-decoder was given a {type(state).__name__}; it needs an "
-                             "EncDecState (from model.condition(source) or model.init_state)")
-        if state.batch_size != batch_size:
-            raise StateError(f"the state holds {state.batch_size} rows but the tokens have "
-                             f"{batch_size}; use state.select(index) to pick or repeat rows")
+        check_state(state, EncDecState, batch_size, "encoder-decoder",
+                    "an EncDecState made by model.condition(source)")
         if (len(state.decoder.layers) != len(self.decoder)
                 or len(state.memory.keys) != sum(s is not None for s in self.cross_slot)):
             raise StateError("the state belongs to another model (its layers differ from this "

@@ -76,7 +76,7 @@ def lr_at(step: int, cfg: OptimizerConfig) -> float:
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW; weight decay only on matrices other than the embedding and those a module names
     in its ``no_weight_decay`` (state-space time scales, see ``seqlab.mixers.base.Mixer``)."""
-    exempt = set() if getattr(cfg, "decay_time_scales", False) else {
+    exempt = set() if cfg.decay_time_scales else {
         id(getattr(m, n)) for m in model.modules() for n in getattr(m, "no_weight_decay", ())}
     seen, decay, no_decay = set(), [], []
     for name, p in model.named_parameters():

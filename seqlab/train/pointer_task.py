@@ -67,6 +67,12 @@ class PointerTask:
         sizes = [cfg.min_size + i % (cfg.max_size - cfg.min_size + 1)
                  for i in range(cfg.eval_pairs)]
         self.validation = mixed_batch(cfg.task, sizes, VALIDATION_SEED, self.end)
+        # The validation set is fixed, so its reference tours are measured once, not per eval.
+        self._instances = [self.validation[0][b:b + 1, :size].double().numpy()
+                           for b, size in enumerate(self.validation[1].tolist())]
+        if cfg.task == "tsp":
+            self._optimal = [held_karp(x)[0][0] for x in self._instances]
+            self._nearest = [tour_length(x, nearest_neighbour(x))[0] for x in self._instances]
 
     def describe(self) -> str:
         return (f"{self.cfg.task} instances of {self.cfg.min_size} to {self.cfg.max_size} "
@@ -105,15 +111,11 @@ class PointerTask:
         out = {"loss": loss, "bits": loss / math.log(2), "tokens": count}
         tokens = decode(model, points, "greedy", n).tokens
         if self.cfg.task == "tsp":
-            ratios, ratios_nn = [], []
-            for b, size in enumerate(n.tolist()):
-                x = points[b:b + 1, :size].double().numpy()
-                tour = tokens[b][:-1] if tokens[b][-1:] == [self.end] else tokens[b]
-                length = tour_length(x, [tour])[0]
-                ratios.append(length / held_karp(x)[0][0])
-                ratios_nn.append(length / tour_length(x, nearest_neighbour(x))[0])
-            out |= {"tour_over_optimal": float(np.mean(ratios)),
-                    "tour_over_nearest_neighbour": float(np.mean(ratios_nn))}
+            lengths = [tour_length(x, [t[:-1] if t[-1:] == [self.end] else t])[0]
+                       for x, t in zip(self._instances, tokens)]
+            out |= {"tour_over_optimal": float(np.mean(np.divide(lengths, self._optimal))),
+                    "tour_over_nearest_neighbour":
+                        float(np.mean(np.divide(lengths, self._nearest)))}
         else:
             out["accuracy"] = float(np.mean([t == y for t, y in zip(tokens, targets)]))
         model.train(was)
