@@ -16,6 +16,7 @@ Bad input raises ConfigError (or BenchError for a results file), which the
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -100,6 +101,22 @@ def probe_and_file(args: argparse.Namespace) -> tuple[str, dict]:
     return "file", {"path": args.data_file, **({"task": args.task} if args.task else {})}
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``45m``, ``2h`` or ``1h30m`` (argparse type)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use seconds (3600), or h/m/s units (45m, 1h30m)")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be more than 0 seconds")
+    return seconds
+
+
 def _command_line(args: argparse.Namespace) -> str:
     parts = ["seqlab bench run", *([args.probe] if args.probe else []), "--mixers", args.mixers,
              "--dims", args.dims]
@@ -129,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Process-wide, so done here at the entry point: ~20% faster CPU steps (see seqlab/bench/alloc.py).
     tuned = resolve_device(args.device, what="--device").type == "cpu" and retain_freed_memory()
     summary = run_sweep(sweep, args.out, device=args.device, progress=not args.quiet,
-                        command=_command_line(args))
+                        command=_command_line(args), time_limit=args.time_limit)
     if tuned and not args.quiet:
         print("cpu allocator: freed memory stayed in the heap between steps (glibc mallopt)")
     errors = [r for r in summary.ran if r["status"] == "error"]
@@ -138,6 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{summary.skipped} already finished; results in {args.out}")
     for r in errors:
         print(f"  {r['mixer']} d={r['dim']} seed={r['seed']}: {r['message']}", file=sys.stderr)
+    stopped = [r for r in summary.ran if r["status"] == "time-limit"]
+    if stopped or summary.not_started:
+        print(f"time limit reached: {len(stopped)} cell stopped part-way and "
+              f"{summary.not_started} not started; run the same command again to continue "
+              "(finished cells are skipped)")
     print(f"report: seqlab bench report {args.out}")
     return 1 if errors else 0
 
@@ -225,6 +247,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     r.add_argument("--smoke", action="store_true", help="a seconds-long sweep (8 small steps per cell)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--time-limit", type=duration, metavar="DURATION",
+                   help="wall time for this call, e.g. 3600, 45m or 1h30m: no cell starts after "
+                   "it and the cell training then stops (status time-limit); the same command "
+                   "later runs both in full")
     r.set_defaults(fn=_guarded(_cmd_run))
 
     p = actions.add_parser("report", help="markdown table and PNG plots of a results file")

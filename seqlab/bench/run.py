@@ -5,7 +5,8 @@ training diverged, "error" when something raised), accuracy (every metric
 of the probe) at the trained length and at each test length, the final train
 loss, wall time, parameter count and state bytes. A re-run with the same
 results file skips every cell whose key is already there with status ok or
-nan; cells that raised run again.
+nan; cells that raised run again, and so do cells that a time limit stopped
+(status "time-limit": their partial training is recorded, not evaluated).
 
 Example:
     >>> sweep = SweepConfig(probe="mqar", mixers=("attention", "mamba"), dims=(32, 64))
@@ -36,15 +37,31 @@ class SweepSummary:
     results: Path
     ran: list[dict] = field(default_factory=list)    # records written by this call
     skipped: int = 0                                  # cells already finished in the file
+    not_started: int = 0                              # cells left when the time limit came
 
     @property
     def failed(self) -> list[dict]:
         return [r for r in self.ran if r["status"] != "ok"]
 
 
-def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=None) -> dict:
-    """Train and evaluate one cell; returns its record (never raises for a failed cell)."""
+def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=None,
+             deadline: float | None = None) -> dict:
+    """Train and evaluate one cell; returns its record (never raises for a failed cell).
+
+    ``deadline`` (``time.monotonic()`` seconds): training stops at the first step past it,
+    and the record gets status "time-limit" with the steps done and no evaluation.
+    """
     t_start = time.perf_counter()
+    stopped_at: list[int] = []
+
+    def step_hook(step: int, loss: float) -> bool:
+        if on_step is not None:
+            on_step(step, loss)
+        if deadline is not None and step < cell.train.steps and time.monotonic() >= deadline:
+            stopped_at.append(step)
+            return True
+        return False
+
     probe = cell.build_probe()
     trained_len = probe.seq_len
     record = {"key": cell.key, "probe": cell.probe, "mixer": cell.mixer, "dim": cell.dim,
@@ -57,12 +74,16 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
         model = build_model(cell, probe).to(device)
         record["params"] = model.num_parameters()
         record["state_bytes"] = model.state_bytes(trained_len)
-        fit = fit_probe(model, probe, cell.train, seed=cell.seed, device=device, on_step=on_step)
+        fit = fit_probe(model, probe, cell.train, seed=cell.seed, device=device, on_step=step_hook)
         record.update(steps=fit.steps, train_s=fit.train_s,
                       final_loss=fit.losses[-1] if fit.losses else None,
                       checks=fit.checks, reached_at=fit.reached_at)
         if fit.status != "ok":
             record.update(status=fit.status, message=fit.message)
+        elif stopped_at:
+            record.update(status="time-limit",
+                          message=f"stopped by the time limit at step {stopped_at[0]} of "
+                                  f"{cell.train.steps}; the same command runs it again in full")
         else:
             amp = autocast_dtype(cell.train, device)
             t_eval = time.perf_counter()
@@ -92,7 +113,7 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
 
 
 def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", progress: bool = True,
-              command: str | None = None) -> SweepSummary:
+              command: str | None = None, time_limit: float | None = None) -> SweepSummary:
     """Run every cell of ``sweep`` not yet finished in ``results``; append their records.
 
     Args:
@@ -100,6 +121,9 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
         progress: a progress bar over the training steps of the whole sweep, and one line
             per finished cell.
         command: the command line that made the sweep, stored in each record.
+        time_limit: seconds for the whole call: no cell starts after it, and the cell
+            training when it passes stops there (status "time-limit"). Both run again in
+            full with the same command, like every unfinished cell.
 
     Raises:
         ConfigError: a bad probe, mixer or option, before any cell trains.
@@ -118,7 +142,11 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
                disable=not progress, desc=f"bench {sweep.probe}")
     if progress and summary.skipped:
         bar.write(f"{summary.skipped} of {len(cells)} cells already finished in {results}; skipping them")
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     for i, cell in enumerate(todo):
+        if deadline is not None and time.monotonic() >= deadline:
+            summary.not_started = len(todo) - i
+            break
         label = cell.label
         done_before = bar.n
 
@@ -127,7 +155,7 @@ def run_sweep(sweep: SweepConfig, results: str | Path, *, device: str = "auto", 
             bar.set_postfix({"cell": f"{i + 1}/{len(todo)} {label}", "loss": f"{loss:.3f}"},
                             refresh=False)
 
-        record = run_cell(cell, device=dev, on_step=on_step)
+        record = run_cell(cell, device=dev, on_step=on_step, deadline=deadline)
         bar.update(done_before + cell.train.steps - bar.n)   # a cell that stopped early
         if command:
             record["command"] = command

@@ -5,7 +5,8 @@ Time", https://arxiv.org/abs/2505.23735 (OmegaNet = the Omega rule with gradient
 ATLAS = the Omega rule with Muon). Per head, with the memory M a small network of weights:
 
     g_t = ∇_M Σ_{i=t-w+1..t} γ_i ||M(φ(k_i)) - v_i||²   evaluated at M = M_{s(t)}
-    S_t = θ_t S_{t-1} + g_t;   M_t = α_t M_{t-1} - η_t S_t   (NS5(S_t) for Muon; g_t for GD)
+    S_t = θ_t S_{t-1} + (1 - θ_t) g_t;   M_t = α_t M_{t-1} - η_t S_t   (NS5(S_t) for Muon;
+    g_t for GD; ``dampen=False`` drops the (1 - θ_t))
     y_t = M_t(φ(q_t))
 
 **Chunks are part of the model.** s(t) = C * floor(t / C) - 1: every token of an aligned chunk
@@ -74,7 +75,13 @@ class AtlasConfig(Config):
         chunk: C, the model's chunk of absolute positions whose gradients share one memory
             (see the module docstring); 1 is the exact per-token rule. Changes the model.
         optimizer: the memory's inner optimizer: "gd" (M_t = α M - η g), "momentum"
-            (S_t = θ S + g; M_t = α M - η S) or "muon" (M_t = α M - η NS5(S_t), ATLAS).
+            (S_t = θ S + (1 - θ) g; M_t = α M - η S) or "muon" (M_t = α M - η NS5(S_t), ATLAS).
+        dampen: scale the gradient entering the momentum by (1 - θ_t), so that a momentum
+            step is never longer than the gd step that ``lr`` keeps stable. Without it
+            (S_t = θ S + g, the paper's form with η outside) a step can be 1/(1 - θ) times
+            longer, and the memory of the default model diverged on MQAR once training had
+            pushed θ to 0.8 (a non-finite gradient at step 103, docs/results.md). Only for
+            "momentum" and "muon".
         lr: the inner learning rate as a fraction of the largest stable one:
             η_t = lr * sigmoid(W_η x_t) / (window * chunk) (see ``Atlas.__init__``).
     """
@@ -87,6 +94,7 @@ class AtlasConfig(Config):
     chunk: int = 16
     optimizer: Literal["gd", "momentum", "muon"] = "momentum"
     lr: float = 1.0
+    dampen: bool = True
 
     def validate(self) -> None:
         require(self.heads >= 1, self, "heads", "a positive int")
@@ -306,7 +314,9 @@ class Atlas(Mixer):
             step = grads
         else:
             theta = gate("log_theta").exp()
-            S = [theta * s + g for s, g in zip(self._unpack(state.momentum.to(work)), grads)]
+            inflow = 1 - theta if self.cfg.dampen else 1
+            S = [theta * s + inflow * g
+                 for s, g in zip(self._unpack(state.momentum.to(work)), grads)]
             step = S if self.cfg.optimizer == "momentum" else [newton_schulz(s) for s in S]
         alpha, eta = gate("log_alpha").exp(), gate("eta")
         W = [alpha * m - eta * d for m, d in zip(W, step)]
@@ -346,8 +356,10 @@ class Atlas(Mixer):
             Z, c = K @ band, None
         else:
             th, p_t = _decay(gates["log_theta"])                # S_l = P_l S + Σ_{r<=l} Θ_lr g_r
+            if self.cfg.dampen:                                 # g_r enters as (1 - θ_r) g_r
+                th = th * -torch.expm1(gates["log_theta"]).unsqueeze(-2)
             Zs = th @ band                                      # (B, H, n, m)
-            Z, c = K @ th @ band, (K @ p_t.unsqueeze(-1)).squeeze(-1)
+            Z, c = K @ Zs, (K @ p_t.unsqueeze(-1)).squeeze(-1)
 
         if opt == "muon":
             # NS5 is not linear in S_l, so the n momenta and memories are formed.

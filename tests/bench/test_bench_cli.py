@@ -113,3 +113,28 @@ def test_mixers_split_at_top_level_commas_only():
     layers = [c.lm_config(c.build_probe()).layers for c in sweep.cells()]
     assert [len(ls) for ls in layers] == [3, 3, 3]
     assert [s.options.get("window") for s in layers[1]] == [4, 4, None]
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("45m", 2700), ("2h", 7200),
+                                           ("1h30m", 5400), ("0.5h", 1800)])
+def test_time_limit_durations(text, seconds):
+    from seqlab.bench.cli import duration
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "10x", "", "0", "m"])
+def test_a_bad_time_limit_exits_2_naming_the_value(text, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "run", "test-copy-first", "--mixers", "lstm", "--time-limit", text,
+              "--out", str(tmp_path / "r.jsonl")])
+    assert e.value.code == 2 and "--time-limit" in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_time_limit_reached_is_reported(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert main(["bench", "run", "test-copy-first", "--mixers", "lstm,attention(heads=2)",
+                 "--dims", "8", "--steps", "3", "--batch-size", "4", "--time-limit", "0.001",
+                 "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "time limit reached" in text and "run the same command again" in text

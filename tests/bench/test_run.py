@@ -1,6 +1,8 @@
 """Sweeps: one JSON line per cell, skipping finished cells, recording failures."""
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -110,3 +112,21 @@ def test_same_seed_gives_the_same_record(tmp_path):
                   progress=False).ran[0]
     assert a["final_loss"] == pytest.approx(b["final_loss"], rel=0, abs=0)
     assert a["metrics"] == b["metrics"]
+
+
+def test_time_limit_stops_the_cell_in_training_and_starts_no_other(tmp_path, monkeypatch):
+    """A fake clock that moves 1 s per reading: limit 3.5 s is read at the start (0), before
+    the first cell (1) and after its steps 1, 2 and 3 (2, 3, 4 >= 3.5: stop there)."""
+    clock = iter(range(100))
+    monkeypatch.setattr(run_module, "time", SimpleNamespace(
+        monotonic=lambda: float(next(clock)), perf_counter=time.perf_counter, time=time.time))
+    out = tmp_path / "r.jsonl"
+    summary = run_sweep(smoke_sweep(), out, device="cpu", progress=False, time_limit=3.5)
+    (rec,) = lines(out)
+    assert rec["status"] == "time-limit" and rec["steps"] == 3 and rec["metrics"] == {}
+    assert "at step 3 of 4" in rec["message"] and summary.not_started == 3
+    # Neither the stopped cell nor the unstarted ones count as finished.
+    monkeypatch.setattr(run_module, "time", time)
+    again = run_sweep(smoke_sweep(), out, device="cpu", progress=False)
+    assert len(again.ran) == 4 and all(r["status"] == "ok" for r in again.ran)
+    assert again.ran[0]["key"] == rec["key"] and again.ran[0]["steps"] == 4
