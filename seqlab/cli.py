@@ -444,7 +444,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         text = template([{"role": "user", "content": args.prompt}], add_generation_prompt=True)
     prompt = tokenizer.encode(text)
     eos_id, cached, shown = getattr(tokenizer, "eos_id", None), None, args.prompt
-    if hasattr(model, "source_prompts"):
+    if model.capabilities.source:
         # The prompt is a source (an encoder-decoder's), encoded once into the state; the
         # output is the target after the start id, not a continuation: nothing is echoed.
         [prompt], cached = model.source_prompts([prompt])

@@ -33,7 +33,11 @@ Optional members, each behind a ``Capabilities`` flag:
   ``logits(hidden) -> (..., V)``, the hidden states that drafters read
   (``logits(features(...)[0])`` equals the call's logits);
 * ``tree`` and ``features`` together: also ``features_tree(tokens, state, depth, visible)
-  -> (hidden, state)``, ``forward_tree`` without the head.
+  -> (hidden, state)``, ``forward_tree`` without the head;
+* ``source``: a prompt is a *source* that an encoder reads, not text to continue (an
+  encoder-decoder): ``source_prompts(sources) -> (rows, states)`` turns sources into the
+  decoder's start rows and their cached states, and ``end_id`` ends a target. The CLI and
+  the server decode such a model through it, and refuse to continue a conversation on it.
 
 Example (a model that is not a seqlab LM; see README, "Decoding any model"):
     >>> class Bigram(torch.nn.Module):
@@ -61,10 +65,12 @@ class Capabilities:
         tree: ``forward_tree`` (tree attention) and a state with ``keep``.
         features: ``features(tokens, state)`` and ``logits(hidden)`` (and, with ``tree``,
             ``features_tree``): trained drafters read these hidden states.
+        source: ``source_prompts(sources)`` and ``end_id``: prompts are sources.
     """
 
     tree: bool = False
     features: bool = False
+    source: bool = False
 
 
 @runtime_checkable

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 import seqlab.mixers as mixers
 from seqlab.config import Config, require
+from seqlab.decoding.protocol import Capabilities
 from seqlab.models.base import SequenceModel
 from seqlab.models.lm import Block, LMConfig, LMState, check_token_ids
 from seqlab.models.pattern import LayerSpec, parse_layers
@@ -291,6 +292,11 @@ class EncDec(SequenceModel):
         device = device or self.device
         source = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         return self.condition(source, dtype=dtype)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Prompts are sources (``source_prompts``), so the CLI and server encode them."""
+        return Capabilities(source=True)
 
     @property
     def end_id(self) -> int:

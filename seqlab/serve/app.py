@@ -123,7 +123,7 @@ class Server:
             raise APIError(400, str(e), param="seqlab") from None
         cached = None
         if ext.session is not None:
-            if hasattr(self.model, "source_prompts"):
+            if self.model.capabilities.source:
                 raise APIError(400, "this model reads each prompt as a new source (an encoder-"
                                     "decoder), so there is no conversation to continue: drop "
                                     "seqlab.session", param="seqlab.session")

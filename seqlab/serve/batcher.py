@@ -113,7 +113,7 @@ class Batcher:
         self.sessions = sessions if sessions is not None else Sessions()
         self.max_rows, self.window_s = max_rows, window_s
         # A model whose prompts are sources (an encoder-decoder) ends its targets with its own id.
-        self.reads_source = hasattr(model, "source_prompts")
+        self.reads_source = model.capabilities.source
         self.eos_id = model.end_id if self.reads_source else getattr(tokenizer, "eos_id", None)
         self._cv = threading.Condition()
         self._waiting: list[Job] = []

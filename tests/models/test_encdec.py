@@ -202,6 +202,8 @@ def test_engine_call_by_hand_and_beam_rows_independent():
     out = generate(model, rows, "greedy", 10, eos_id=END,
                    cached=[(len(r) - 1, state.select([b])) for b, r in enumerate(rows)])
     assert out.tokens == decode(model, src, n, "greedy", 10).tokens
+    # What the CLI and server check before reading prompts as sources (never probed).
+    assert model.capabilities.source and model.end_id == END
     beams = decode(model, src, n, "beam", 10, num_beams=3)
     for b in range(3):
         alone = decode(model, src[b:b + 1, :n[b]], None, "beam", 10, num_beams=3)
