@@ -72,8 +72,8 @@ def generate(model, prompt, strategy: str = "greedy", max_new_tokens: int = 32, 
         draft: the draft model of ``speculative`` and ``tree`` (same vocabulary), or a
             drafter trained on the target's hidden states (``seqlab.decoding.drafters.load``;
             ``tree`` takes those that draft every depth at once, heads and transfer); for
-            ``ngram``, optionally a ``seqlab.decoding.drafters.NGramTable`` that persists
-            across calls (every call reads and extends it).
+            ``ngram`` and ``ngram-tree``, optionally a ``seqlab.decoding.drafters.NGramTable``
+            that persists across calls (every call reads and extends it).
         cached: per row None or ``(n, state)``: the row's first ``n`` tokens already ran
             into ``state`` (a one-row state of ``model``, e.g. kept from an earlier call), so
             only the rest of the prompt runs; a draft model still reads the whole row.

@@ -44,7 +44,7 @@ class DecodeStats:
         accepted: per round, the draft tokens each row accepted.
         new_tokens: tokens generated.
         prefill_s, wall_s: seconds in the prefill, and in all.
-        explored: tokens the adaptive n-gram drafter proposed by exploration (ngram only).
+        explored: tokens the adaptive n-gram drafter proposed by exploration (ngram and ngram-tree only).
         nbest, scores: beam searches' hypotheses per row and the best one's score.
         trees: tree strategies: the first row's draft tree in each of the first
             ``TREES_KEPT`` rounds, ``{"root": token, "nodes": [[depth, index, parent,

@@ -61,7 +61,7 @@ class TinyRNN(nn.Module):
 
 
 PROMPTS = [[1, 2, 3, 1, 2], [4], [0, 5, 0, 5, 0, 5]]
-LOSSLESS = ["speculative", "tree", "prompt-lookup", "ngram"]
+LOSSLESS = ["speculative", "tree", "prompt-lookup", "ngram", "ngram-tree"]
 
 
 def test_every_strategy_runs_and_the_lossless_ones_equal_greedy():

@@ -111,6 +111,7 @@ class NGramDrafter:
       follower).
 
     Explorations are counted in ``explored`` (tokens proposed by the exploration rule).
+    ``propose_tree`` drafts a tree instead of a chain (the ``ngram-tree`` strategy).
     """
 
     def __init__(self, max_ngram: int = 3, min_count: int = 2, table: NGramTable | None = None):
@@ -133,16 +134,78 @@ class NGramDrafter:
     def _ranked(self, a: int, b: int) -> list[tuple[int, int]]:
         return self.table.ranked(a, b)
 
+    def _confident(self, ranked: list[tuple[int, int]]) -> bool:
+        return bool(ranked) and ranked[0][0] >= self.min_count and (
+            len(ranked) == 1 or ranked[0][0] > ranked[1][0])
+
+    def _looked_up(self, ctx: list[int]) -> int | None:
+        """What followed the latest occurrence of the longest suffix of ``ctx`` in this row."""
+        pos = self.lookup.match(ctx[-self.lookup.max_ngram:])
+        return None if pos is None else self.lookup.tokens[pos]
+
     def _next(self, ctx: list[int]) -> int | None:
         ranked = self._ranked(ctx[-2], ctx[-1]) if len(ctx) >= 2 else []
-        if ranked and ranked[0][0] >= self.min_count and (len(ranked) == 1
-                                                          or ranked[0][0] > ranked[1][0]):
+        if self._confident(ranked):
             return ranked[0][1]  # exploit
-        pos = self.lookup.match(ctx[-self.lookup.max_ngram:])
-        if pos is None:
-            return None
-        self.explored += 1
-        return self.lookup.tokens[pos]
+        t = self._looked_up(ctx)
+        if t is not None:
+            self.explored += 1
+        return t
+
+    def candidates(self, ctx: list[int], k: int) -> list[int]:
+        """Up to ``k`` distinct next tokens after ``ctx``, best first.
+
+        A confident pair (as in ``propose``) gives its ``k`` most frequent continuations;
+        an unsure one puts the exploration token (prompt lookup) first and fills up with the
+        table's ranking, so a weak count still drafts where the lookup finds nothing. With a
+        table of the row's own, ``k = 1`` is exactly ``propose``'s rule.
+        """
+        if k <= 0:
+            return []
+        ranked = self._ranked(ctx[-2], ctx[-1]) if len(ctx) >= 2 else []
+        out: list[int] = []
+        if not self._confident(ranked):
+            t = self._looked_up(ctx)
+            if t is not None:
+                self.explored += 1
+                out.append(t)
+        for _, c in ranked:
+            if len(out) >= k:
+                break
+            if c not in out:
+                out.append(c)
+        return out[:k]
+
+    def propose_tree(self, branching: tuple[int, ...], max_nodes: int | None = None
+                     ) -> list[list[tuple[int, int]]]:
+        """A draft tree: at depth d every node gets up to ``branching[d]`` children, the
+        ``candidates`` after the context extended by the node's own path.
+
+        Returns per depth the nodes as ``(parent, token)``, parent indexing the depth above (0,
+        the root, at depth 0); siblings are contiguous and distinct. The tree ends where no
+        node has a child, or once it holds ``max_nodes`` nodes (filled level by level, the
+        best children of the earlier nodes first).
+
+        Example:
+            >>> d = NGramDrafter(); d.extend([1, 2, 3, 1, 2, 4, 1, 2])
+            >>> d.propose_tree((2, 1))    # (1, 2): a tie, so the looked-up 4, then 3
+            [[(0, 4), (0, 3)], [(0, 1), (1, 1)]]
+        """
+        budget = max_nodes if max_nodes is not None else float("inf")
+        ctxs = [self.lookup.tokens[-max(self.lookup.max_ngram, 2):]]  # per node of the level
+        levels: list[list[tuple[int, int]]] = []
+        for k in branching:
+            level, nxt = [], []
+            for i, ctx in enumerate(ctxs):
+                for t in self.candidates(ctx, min(k, budget - len(level))):
+                    level.append((i, t))
+                    nxt.append(ctx[1:] + [t])  # the draft's own token extends the context
+            if not level:
+                break
+            levels.append(level)
+            budget -= len(level)
+            ctxs = nxt
+        return levels
 
     def propose(self, k: int) -> list[int]:
         ctx = self.lookup.tokens[-max(self.lookup.max_ngram, 2):]

@@ -50,7 +50,7 @@ def register(name: str, config: type[Config], *, samples: Literal["always", "opt
     return deco
 
 
-_MODULES = ["sample", "beam", "speculative", "tree", "lookup"]
+_MODULES = ["sample", "beam", "speculative", "tree", "lookup", "ngram_tree"]
 for _m in _MODULES:
     importlib.import_module(f"seqlab.decoding.strategies.{_m}")
 

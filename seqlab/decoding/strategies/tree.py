@@ -26,6 +26,12 @@ ancestors and itself; SpecInfer, Miao et al. 2024), then its cache keeps only th
 accepted path. Any other target (recurrent, hybrid) gets the branches laid out as
 batch rows, one per leaf, its state copied per row with ``select`` and rolled back
 exactly as in chain speculative decoding.
+
+The verification lives in ``TreeVerifier``: it takes a round's trees of tokens from any
+proposer (a draft model here, a trained drafter in ``hidden``, the n-gram table in
+``ngram_tree``). A proposer whose children are deterministic (point masses, no ``qs``)
+is accepted by drawing the target's token at each node and following the child equal to
+it, stopping with the drawn token where none is: plain sampling, so exact as well.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from seqlab.config import Config, ConfigError, option
 from seqlab.decoding.engine import (TREES_KEPT, DecodeStats, GenerateOutput, Request, combine, groups,
                                     prefill)
 from seqlab.decoding.loop import Verdict, draft_and_verify
-from seqlab.decoding.sampling import SamplingConfig, probabilities
+from seqlab.decoding.sampling import SamplingConfig, choose, probabilities
 from seqlab.decoding.strategies import register
 from seqlab.decoding.verify import roll_back
 
@@ -91,7 +97,8 @@ class TreeConfig(Config):
     ``beam_width`` with ``depth`` (the stochastic-beam tree), and how it is verified."""
 
     branching: tuple[int, ...] | None = option(None, "tree: children per node at each depth, "
-                                                     "e.g. 2,2,1,1 (the default)")
+                                                     "e.g. 2,2,1,1 (the default); ngram-tree: "
+                                                     "at most so many")
     beam_width: int | None = option(None, "tree: stochastic-beam tree width (with --depth)")
     depth: int | None = option(None, "tree: depth of the stochastic-beam tree")
     tree_attention: bool | None = option(None, "tree: verify as one row with tree attention "
@@ -125,15 +132,25 @@ class TreeConfig(Config):
         return self.branching if self.branching is not None else (2, 2, 1, 1)
 
 
-@register("tree", TreeConfig, samples="optional", needs_draft=True)
-def tree(model, req: Request, cfg: TreeConfig) -> GenerateOutput:
-    """Tree speculative decoding with ``req.draft`` growing the trees (see the module docstring)."""
+def tree_attention_for(model, wanted: bool | None) -> bool:
+    """Whether a tree strategy verifies with tree attention: ``wanted``, or (None) whenever the
+    target declares the tree capability.
+
+    Raises:
+        ConfigError: tree attention wanted from a target that does not declare it.
+    """
     supported = model.capabilities.tree
-    if cfg.tree_attention and not supported:
+    if wanted and not supported:
         raise ConfigError("tree_attention=True needs a target that declares the tree capability "
                           "(every layer attention without a window); leave it unset to verify "
                           "branches as batch rows")
-    tree_attention = supported if cfg.tree_attention is None else cfg.tree_attention
+    return supported if wanted is None else wanted
+
+
+@register("tree", TreeConfig, samples="optional", needs_draft=True)
+def tree(model, req: Request, cfg: TreeConfig) -> GenerateOutput:
+    """Tree speculative decoding with ``req.draft`` growing the trees (see the module docstring)."""
+    tree_attention = tree_attention_for(model, cfg.tree_attention)
     stats = DecodeStats(strategy="tree", options={**cfg.to_dict(), "tree_attention": tree_attention},
                         trees=[])
     from seqlab.decoding.drafters import HiddenDrafter
@@ -156,13 +173,14 @@ def _first_row_tree(last: Tensor, levels: list[Level], path) -> dict:
 
 @dataclass
 class TreeDraft:
-    """One round's trees: the root ``last`` per row, the levels below it, the draft's
-    probabilities at every non-leaf node (sampling) and its states after each depth."""
+    """One round's trees: the root ``last`` per row, the ``depth`` levels below it, the
+    draft's probabilities at every non-leaf node (sampling; None for a deterministic
+    proposer, whose children are point masses) and a draft model's states after each depth."""
 
-    proposer: "TreeProposer"
+    proposer: "TreeVerifier"
     last: Tensor
     levels: list[Level]
-    qs: list[Tensor]
+    qs: list[Tensor] | None
     dstates: list
     depth: int
     accepted: list = field(default_factory=list)  # per row, the accepted path, after verify
@@ -171,37 +189,19 @@ class TreeDraft:
         return self.proposer.verify(self, model, state, fed, stats)
 
 
-class TreeProposer:
-    def __init__(self, model, draft, req: Request, cfg: TreeConfig, tree_attention: bool,
-                 stats: DecodeStats):
-        self.model, self.draft, self.sampling, self.gen = model, draft, req.sampling, req.generator
+class TreeVerifier:
+    """Verifies a round's trees (a ``TreeDraft``) in one target call and accepts down them.
+
+    A tree proposer subclasses it and grows the trees (``start``, ``propose``, ``advance``,
+    ``select``, ``finish`` of ``seqlab.decoding.loop.Proposer``); the levels may be ragged
+    across rows (padding nodes are not ``valid``) and nodes may have no children.
+    """
+
+    def __init__(self, model, req: Request, tree_attention: bool, stats: DecodeStats):
+        self.model, self.sampling, self.gen = model, req.sampling, req.generator
         self.tree_attention = tree_attention
-        self.draft_tree = tree_attention and draft.capabilities.tree
-        self.branching, self.beam_width = cfg.shape, cfg.beam_width
-        self.depth = len(self.branching) if self.branching is not None else cfg.depth
         self.V = model.vocab_size
         self.stats = stats
-        self.dstate = None
-        self.fed: list[int] = []
-
-    # -- the proposer interface -------------------------------------------------------------
-    def start(self, rows: list[list[int]], first: list[int]) -> None:
-        _, self.dstate, calls = prefill(self.draft, rows)
-        self.stats.draft_calls += calls
-        self.fed = [len(r) for r in rows]
-
-    def propose(self, last: Tensor, room: list[int]) -> TreeDraft:
-        R = last.shape[0]
-        depth = min(self.depth, max(room))  # never draft past what any row may emit
-        self._g = torch.zeros(R, 1, dtype=torch.float64, device=last.device)  # beam: root's Gumbel
-        if depth:
-            levels, qs, dstates = self.grow(last, self.dstate, depth)
-        else:
-            levels, qs = [], []
-            _, s = self.draft.step(last, self.dstate)
-            self.stats.draft_calls += 1
-            dstates = [s]
-        return TreeDraft(self, last, levels, qs, dstates, depth)
 
     def verify(self, tree: TreeDraft, model, tstate, fed: list[int], stats: DecodeStats) -> Verdict:
         last, levels, R = tree.last, tree.levels, tree.last.shape[0]
@@ -235,6 +235,166 @@ class TreeProposer:
                              stats)
 
         return Verdict(counts, tokens, rolled_back)
+
+    def leaves(self, levels: list[Level]):
+        """Per row the leaf paths: lists of (depth, node) from depth 1 down to a leaf."""
+        R = levels[0].tokens.shape[0]
+        valid = [lv.valid.tolist() for lv in levels]
+        parent = [lv.parent.tolist() for lv in levels]
+        out = []
+        for r in range(R):
+            has_child = [[False] * len(valid[d][r]) for d in range(len(levels))]
+            for d in range(1, len(levels)):
+                for j, ok in enumerate(valid[d][r]):
+                    if ok:
+                        has_child[d - 1][parent[d][r][j]] = True
+            paths = []
+            for d in range(len(levels)):
+                for j, ok in enumerate(valid[d][r]):
+                    if ok and not has_child[d][j]:
+                        path = [(d, j)]
+                        for dd in range(d, 0, -1):
+                            path.append((dd - 1, parent[dd][r][path[-1][1]]))
+                        paths.append(path[::-1])
+            out.append(paths or [[]])  # no valid child at all: the root alone is the leaf
+        return out
+
+    # -- the two ways to verify ------------------------------------------------------------
+    @staticmethod
+    def _offsets(levels: list[Level]) -> list[int]:
+        """Index of each level's first node among all nodes in level order."""
+        out, n = [], 0
+        for lv in levels:
+            out.append(n)
+            n += lv.tokens.shape[1]
+        return out
+
+    def verify_tree(self, last: Tensor, levels: list[Level], tstate):
+        """One row per sequence: ``last`` then every node in level order, with tree attention
+        (each node sees the cache, its ancestors and itself)."""
+        R, device = last.shape[0], last.device
+        offsets = self._offsets(levels)
+        N = 1 + sum(lv.tokens.shape[1] for lv in levels)
+        tokens = torch.cat([last[:, None]] + [lv.tokens for lv in levels], 1)
+        depth = torch.cat([torch.zeros(R, 1, dtype=torch.long, device=device)]
+                          + [torch.full_like(lv.tokens, d + 1) for d, lv in enumerate(levels)], 1)
+        visible = torch.zeros(R, N, N, dtype=torch.bool, device=device)
+        visible[:, 0, 0] = True
+        for d, lv in enumerate(levels):
+            first = 1 + offsets[d]
+            parent_rows = (1 + offsets[d - 1] if d else 0) + lv.parent  # (R, n) flat parent index
+            rows = visible.gather(1, parent_rows[..., None].expand(-1, -1, N))
+            idx = torch.arange(first, first + lv.tokens.shape[1], device=device)
+            rows[:, torch.arange(len(idx), device=device), idx] = True
+            visible[:, first:first + len(idx)] = rows
+        t_logits, verified = self.score_tree(tokens, tstate, depth, visible)
+        where = [{(-1, 0): (r, 0), **{(d, j): (r, 1 + offsets[d] + j) for d, lv in enumerate(levels)
+                                      for j in range(lv.tokens.shape[1])}} for r in range(R)]
+        return where, t_logits, verified
+
+    def verify_rows(self, last, levels, paths, tok_l, tstate, depth):
+        """One batch row per leaf path (works for every model, recurrent ones included)."""
+        device = last.device
+        seq_rows, owner, where = [], [], []
+        for r in range(len(paths)):
+            w = {(-1, 0): (len(seq_rows), 0)}
+            for path in paths[r]:
+                for pos, node in enumerate(path, start=1):
+                    w.setdefault(node, (len(seq_rows), pos))
+                toks = [tok_l[d][r][j] for d, j in path]
+                seq_rows.append([int(last[r])] + toks + [0] * (depth - len(toks)))
+                owner.append(r)
+            where.append(w)
+        seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
+        t_logits, verified = self.score_rows(seq, tstate.select(owner))
+        return where, t_logits, verified, seq
+
+    def score_tree(self, tokens, tstate, depth, visible):
+        """The target's logits at every node with tree attention (a subclass may keep more)."""
+        return self.model.forward_tree(tokens, tstate, depth, visible)
+
+    def score_rows(self, seq, tstate):
+        """The target's logits along every leaf path laid out as rows."""
+        return self.model(seq, tstate)
+
+    def accept(self, r, where, t_logits, tok_l, levels, qs):
+        """Recursive rejection down row r's tree; returns (the accepted nodes, next token).
+
+        ``where`` maps a node (level, index; the root is (-1, 0)) to the place of its target
+        logits (row, position) in ``t_logits``. ``qs`` None: the children are point masses
+        (a deterministic proposer); then each node draws the target's token and follows the
+        child equal to it, which is what recursive rejection with point masses reduces to.
+        """
+        sampling, gen = self.sampling, self.gen
+        children: dict[tuple[int, int], list[int]] = {}
+        for d, lv in enumerate(levels):
+            par, ok = lv.parent[r].tolist(), lv.valid[r].tolist()
+            for j in range(len(par)):
+                if ok[j]:
+                    children.setdefault((d - 1, par[j] if d else 0), []).append(j)
+        node, path = (-1, 0), []
+        while True:
+            row, pos = where[node]
+            logits = t_logits[row, pos][None]
+            kids = children.get(node, [])
+            d = node[0] + 1
+            if sampling.greedy or qs is None:
+                best = int(choose(logits, sampling, gen))  # argmax when greedy
+                hit = next((j for j in kids if tok_l[d][r][j] == best), None)
+                if hit is None:
+                    return path, best
+                node = (d, hit)
+                path.append(node)
+                continue
+            p = probabilities(logits, sampling)[0].double()
+            q = qs[d][r, node[1] if d else 0].clone() if kids else None
+            accepted = None
+            for j in kids:
+                x = tok_l[d][r][j]
+                if torch.rand((), generator=gen, device=p.device, dtype=torch.float64) * q[x] < p[x]:
+                    accepted = j
+                    break
+                residual = (p - q).clamp(min=0)
+                p = residual / residual.sum() if residual.sum() > 0 else p
+                q[x] = 0
+                q = q / q.sum() if q.sum() > 0 else q
+            if accepted is None:
+                return path, int(torch.multinomial(p.float(), 1, generator=gen))
+            node = (d, accepted)
+            path.append(node)
+
+
+class TreeProposer(TreeVerifier):
+    """Trees grown by a draft model (``branching`` or a stochastic beam; the module docstring)."""
+
+    def __init__(self, model, draft, req: Request, cfg: TreeConfig, tree_attention: bool,
+                 stats: DecodeStats):
+        super().__init__(model, req, tree_attention, stats)
+        self.draft = draft
+        self.draft_tree = tree_attention and draft.capabilities.tree
+        self.branching, self.beam_width = cfg.shape, cfg.beam_width
+        self.depth = len(self.branching) if self.branching is not None else cfg.depth
+        self.dstate = None
+        self.fed: list[int] = []
+
+    # -- the proposer interface -------------------------------------------------------------
+    def start(self, rows: list[list[int]], first: list[int]) -> None:
+        _, self.dstate, calls = prefill(self.draft, rows)
+        self.stats.draft_calls += calls
+        self.fed = [len(r) for r in rows]
+
+    def propose(self, last: Tensor, room: list[int]) -> TreeDraft:
+        R = last.shape[0]
+        depth = min(self.depth, max(room))  # never draft past what any row may emit
+        self._g = torch.zeros(R, 1, dtype=torch.float64, device=last.device)  # beam: root's Gumbel
+        if depth:
+            levels, qs, dstates = self.grow(last, self.dstate, depth)
+        else:
+            levels, qs = [], []
+            _, s = self.draft.step(last, self.dstate)
+            self.stats.draft_calls += 1
+            dstates = [s]
+        return TreeDraft(self, last, levels, qs, dstates, depth)
 
     def advance(self, tree: TreeDraft, verdict: Verdict) -> None:
         R = len(verdict.counts)
@@ -341,131 +501,6 @@ class TreeProposer:
             self._g = keys
         return (Level(tok, parent, torch.isfinite(keys)),
                 phi.view(R, -1).gather(1, (parent * V + tok)))
-
-    def leaves(self, levels: list[Level]):
-        """Per row the leaf paths: lists of (depth, node) from depth 1 down to a leaf."""
-        R = levels[0].tokens.shape[0]
-        valid = [lv.valid.tolist() for lv in levels]
-        parent = [lv.parent.tolist() for lv in levels]
-        out = []
-        for r in range(R):
-            has_child = [[False] * len(valid[d][r]) for d in range(len(levels))]
-            for d in range(1, len(levels)):
-                for j, ok in enumerate(valid[d][r]):
-                    if ok:
-                        has_child[d - 1][parent[d][r][j]] = True
-            paths = []
-            for d in range(len(levels)):
-                for j, ok in enumerate(valid[d][r]):
-                    if ok and not has_child[d][j]:
-                        path = [(d, j)]
-                        for dd in range(d, 0, -1):
-                            path.append((dd - 1, parent[dd][r][path[-1][1]]))
-                        paths.append(path[::-1])
-            out.append(paths or [[]])  # no valid child at all: the root alone is the leaf
-        return out
-
-    # -- the two ways to verify ------------------------------------------------------------
-    @staticmethod
-    def _offsets(levels: list[Level]) -> list[int]:
-        """Index of each level's first node among all nodes in level order."""
-        out, n = [], 0
-        for lv in levels:
-            out.append(n)
-            n += lv.tokens.shape[1]
-        return out
-
-    def verify_tree(self, last: Tensor, levels: list[Level], tstate):
-        """One row per sequence: ``last`` then every node in level order, with tree attention
-        (each node sees the cache, its ancestors and itself)."""
-        R, device = last.shape[0], last.device
-        offsets = self._offsets(levels)
-        N = 1 + sum(lv.tokens.shape[1] for lv in levels)
-        tokens = torch.cat([last[:, None]] + [lv.tokens for lv in levels], 1)
-        depth = torch.cat([torch.zeros(R, 1, dtype=torch.long, device=device)]
-                          + [torch.full_like(lv.tokens, d + 1) for d, lv in enumerate(levels)], 1)
-        visible = torch.zeros(R, N, N, dtype=torch.bool, device=device)
-        visible[:, 0, 0] = True
-        for d, lv in enumerate(levels):
-            first = 1 + offsets[d]
-            parent_rows = (1 + offsets[d - 1] if d else 0) + lv.parent  # (R, n) flat parent index
-            rows = visible.gather(1, parent_rows[..., None].expand(-1, -1, N))
-            idx = torch.arange(first, first + lv.tokens.shape[1], device=device)
-            rows[:, torch.arange(len(idx), device=device), idx] = True
-            visible[:, first:first + len(idx)] = rows
-        t_logits, verified = self.score_tree(tokens, tstate, depth, visible)
-        where = [{(-1, 0): (r, 0), **{(d, j): (r, 1 + offsets[d] + j) for d, lv in enumerate(levels)
-                                      for j in range(lv.tokens.shape[1])}} for r in range(R)]
-        return where, t_logits, verified
-
-    def verify_rows(self, last, levels, paths, tok_l, tstate, depth):
-        """One batch row per leaf path (works for every model, recurrent ones included)."""
-        device = last.device
-        seq_rows, owner, where = [], [], []
-        for r in range(len(paths)):
-            w = {(-1, 0): (len(seq_rows), 0)}
-            for path in paths[r]:
-                for pos, node in enumerate(path, start=1):
-                    w.setdefault(node, (len(seq_rows), pos))
-                toks = [tok_l[d][r][j] for d, j in path]
-                seq_rows.append([int(last[r])] + toks + [0] * (depth - len(toks)))
-                owner.append(r)
-            where.append(w)
-        seq = torch.tensor(seq_rows, dtype=torch.long, device=device)
-        t_logits, verified = self.score_rows(seq, tstate.select(owner))
-        return where, t_logits, verified, seq
-
-    def score_tree(self, tokens, tstate, depth, visible):
-        """The target's logits at every node with tree attention (a subclass may keep more)."""
-        return self.model.forward_tree(tokens, tstate, depth, visible)
-
-    def score_rows(self, seq, tstate):
-        """The target's logits along every leaf path laid out as rows."""
-        return self.model(seq, tstate)
-
-    def accept(self, r, where, t_logits, tok_l, levels, qs):
-        """Recursive rejection down row r's tree; returns (the accepted nodes, next token).
-
-        ``where`` maps a node (level, index; the root is (-1, 0)) to the place of its target
-        logits (row, position) in ``t_logits``.
-        """
-        sampling, gen = self.sampling, self.gen
-        children: dict[tuple[int, int], list[int]] = {}
-        for d, lv in enumerate(levels):
-            par, ok = lv.parent[r].tolist(), lv.valid[r].tolist()
-            for j in range(len(par)):
-                if ok[j]:
-                    children.setdefault((d - 1, par[j] if d else 0), []).append(j)
-        node, path = (-1, 0), []
-        while True:
-            row, pos = where[node]
-            logits = t_logits[row, pos][None]
-            kids = children.get(node, [])
-            d = node[0] + 1
-            if sampling.greedy:
-                best = int(logits.argmax())
-                hit = next((j for j in kids if tok_l[d][r][j] == best), None)
-                if hit is None:
-                    return path, best
-                node = (d, hit)
-                path.append(node)
-                continue
-            p = probabilities(logits, sampling)[0].double()
-            q = qs[d][r, node[1] if d else 0].clone() if kids else None
-            accepted = None
-            for j in kids:
-                x = tok_l[d][r][j]
-                if torch.rand((), generator=gen, device=p.device, dtype=torch.float64) * q[x] < p[x]:
-                    accepted = j
-                    break
-                residual = (p - q).clamp(min=0)
-                p = residual / residual.sum() if residual.sum() > 0 else p
-                q[x] = 0
-                q = q / q.sum() if q.sum() > 0 else q
-            if accepted is None:
-                return path, int(torch.multinomial(p.float(), 1, generator=gen))
-            node = (d, accepted)
-            path.append(node)
 
     def _draft_state(self, accepted, last, tok_l, levels, dstates, R, fed):
         """The draft state covering last + each row's accepted path."""
