@@ -96,6 +96,12 @@ def _options(record: dict) -> dict:
     for part, ignored in _NOT_RECIPE.items():
         out.update({f"{part}.{k}": v for k, v in _flat(config.get(part, {})).items()
                     if k.rsplit(".", 1)[-1] not in ignored})
+    # Options added after older records were written, left out when off (as CellConfig.key
+    # does), so an old record and a new one of the same recipe are one series.
+    if not out.get("train.sparsity.target"):
+        out = {k: v for k, v in out.items() if not k.startswith("train.sparsity.")}
+    if out.get("train.decay_time_scales") is False:
+        del out["train.decay_time_scales"]
     return out
 
 
@@ -308,6 +314,35 @@ def plot_accuracy_by_mixer(records: list[dict], path: Path, metric: str = "accur
     return path
 
 
+def plot_learning_curves(records: list[dict], path: Path) -> Path:
+    """Validation accuracy against training step (the checks of ``train.stop_at_accuracy``),
+    a line per cell, a panel per (dim, training length): where a cell left a plateau, and
+    where one that diverged or hit the time limit stopped (those keep their checks too)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = _by_panel(records, lambda r: (r["dim"], r["seq_len"]))
+    keys = sorted(groups)
+    fig = Figure(figsize=(4.6 * len(keys), 3.6 + 0.22 * max(len(g) for g in groups.values())),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        names = series_names(groups[key])
+        for r in groups[key]:
+            steps, accs = zip(*r["checks"])
+            note = "" if r["status"] == "ok" else f" [{r['status']} at step {r.get('steps', '?')}]"
+            ax.plot(steps, accs, marker=".", label=f"{names[id(r)]} seed {r['seed']}{note}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(f"d={key[0]}, length {key[1]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.suptitle(f"{section(records[0])}: learning curves")
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def section(record: dict) -> str:
     """The report section of a record: its probe, or for a file probe the data file (and the
     task when it is regress), since each data set is a task of its own."""
@@ -376,5 +411,10 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
             png = plot_accuracy_vs_length(ok, out / f"{probe}-{metric}-vs-length.png", metric)
             files.plots.append(png)
             parts.append(f"![{probe}: {metric} vs test length]({png.name})")
+        curves = [r for r in recs if len(r.get("checks") or []) >= 2]
+        if curves:
+            png = plot_learning_curves(curves, out / f"{probe}-learning-curves.png")
+            files.plots.append(png)
+            parts += ["", f"![{probe}: validation accuracy against step]({png.name})"]
     files.markdown.write_text("\n".join(parts) + "\n")
     return files

@@ -143,3 +143,30 @@ def test_seed_summary_gives_mean_and_std_over_seeds(results, tmp_path):
     assert seed_summary_table([record("a", 16, 0, 0.5), record("b", 16, 0, 0.4)]) is None
     text = write_report(results, tmp_path / "rep").markdown.read_text()
     assert "| attention | 16 | 16 | 0,1 | 0.600 ± 0.141 | 1.5 |" in text
+
+
+def test_learning_curves_plot_the_cells_with_checks_diverged_ones_included(tmp_path):
+    recs = [{**record("attention", 16, 0, 0.9), "checks": [[50, 0.1], [100, 0.6], [150, 0.95]]},
+            {**record("atlas", 16, 0, 0.0, status="nan"), "steps": 103,
+             "checks": [[50, 0.01], [100, 0.02]]},
+            {**record("mamba", 16, 0, 0.2), "checks": [[50, 0.2]]},        # one point: no line
+            record("x", 8, 0, 0.4, probe="q")]                             # no checks at all
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    files = write_report(path, tmp_path / "rep")
+    curves = [p for p in files.plots if "learning-curves" in p.name]
+    assert [p.name for p in curves] == ["p-learning-curves.png"]
+    img = matplotlib.image.imread(curves[0])
+    assert img.ndim == 3 and img.shape[0] > 100
+    assert "](p-learning-curves.png)" in files.markdown.read_text()
+
+
+def test_options_added_later_are_one_series_when_off():
+    """A record written before train.decay_time_scales and sparsity existed and a new one of
+    the same recipe (both off) are one series; on, they are named."""
+    old = {**record("atlas", 64, 0, 0.1), "config": {"train": {"steps": 300}}}
+    new = {**record("atlas", 64, 1, 0.2), "config": {"train": {
+        "steps": 300, "decay_time_scales": False, "sparsity": {"target": 0.0, "method": "magnitude"}}}}
+    assert set(series_names([old, new]).values()) == {"atlas"}
+    on = {**new, "config": {"train": {"steps": 300, "decay_time_scales": True}}}
+    assert set(series_names([old, on]).values()) == {"atlas", "atlas (decay_time_scales=True)"}
