@@ -145,9 +145,7 @@ def steps(m, x, state=None):
     return torch.stack(ys, 1), state
 
 
-@pytest.mark.parametrize("memory, optimizer, degree", VARIANTS)
-def test_chunk1_is_the_per_token_omega_rule(memory, optimizer, degree):
-    m = make(memory=memory, optimizer=optimizer, poly_degree=degree, chunk=1)
+def assert_faces_match_reference(m):
     x = torch.randn(B, T, DIM, dtype=torch.float64)
     y_ref, mem_ref = reference(m, x)
     y, s = m(x)
@@ -156,6 +154,12 @@ def test_chunk1_is_the_per_token_omega_rule(memory, optimizer, degree):
     y_step, s_step = steps(m, x)
     torch.testing.assert_close(y_step, y_ref, **TOL)
     torch.testing.assert_close(s_step.memory, mem_ref, **TOL)
+
+
+@pytest.mark.parametrize("memory, optimizer, degree", VARIANTS)
+def test_chunk1_is_the_per_token_omega_rule(memory, optimizer, degree):
+    assert_faces_match_reference(make(memory=memory, optimizer=optimizer, poly_degree=degree,
+                                      chunk=1))
 
 
 @pytest.mark.parametrize("memory, optimizer, degree", VARIANTS)
@@ -247,14 +251,8 @@ def test_default_init_stays_bounded_on_long_inputs(options):
 @pytest.mark.parametrize("chunk", [1, 4])
 def test_undampened_momentum_matches_reference(chunk):
     """dampen=False is the paper's S_t = θ S + g, in every face."""
-    m = make(memory="mlp", optimizer="momentum", chunk=chunk, dampen=False)
-    x = torch.randn(B, T, DIM, dtype=torch.float64)
-    y_ref, mem_ref = reference(m, x)
-    y, s = m(x)
-    torch.testing.assert_close(y, y_ref, **TOL)
-    torch.testing.assert_close(s.memory, mem_ref, **TOL)
-    y_step, _ = steps(m, x)
-    torch.testing.assert_close(y_step, y_ref, **TOL)
+    assert_faces_match_reference(make(memory="mlp", optimizer="momentum", chunk=chunk,
+                                      dampen=False))
 
 
 def test_dampened_momentum_stays_stable_where_plain_momentum_diverges():
