@@ -78,6 +78,8 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
         record.update(steps=fit.steps, train_s=fit.train_s,
                       final_loss=fit.losses[-1] if fit.losses else None,
                       checks=fit.checks, reached_at=fit.reached_at)
+        if fit.sparsity is not None:   # realised: a random graph's density moves in steps
+            record["sparsity"] = fit.sparsity
         if fit.status != "ok":
             record.update(status=fit.status, message=fit.message)
         elif stopped_at:

@@ -130,3 +130,18 @@ def test_time_limit_stops_the_cell_in_training_and_starts_no_other(tmp_path, mon
     again = run_sweep(smoke_sweep(), out, device="cpu", progress=False)
     assert len(again.ran) == 4 and all(r["status"] == "ok" for r in again.ran)
     assert again.ran[0]["key"] == rec["key"] and again.ran[0]["steps"] == 4
+
+
+def test_a_sparse_cell_records_its_realised_sparsity(tmp_path):
+    from dataclasses import replace
+
+    from seqlab.train.sparsity import SparsityConfig
+
+    train = replace(SMOKE, sparsity=SparsityConfig(method="random_graph"))
+    out = tmp_path / "r.jsonl"
+    run_sweep(smoke_sweep(mixers=("lstm",), dims=(8,), sparsities=(0.0, 0.5), train=train), out,
+              device="cpu", progress=False)
+    dense, sparse = lines(out)
+    assert "sparsity" not in dense
+    # A random graph's density moves in steps of its degree: near the target, rarely on it.
+    assert 0.3 < sparse["sparsity"] < 0.7 and sparse["config"]["train"]["sparsity"]["target"] == 0.5
