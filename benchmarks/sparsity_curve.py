@@ -21,6 +21,8 @@ Writes benchmarks/out/sparsity_curve[-quick].json and a PNG beside it. The same 
 run from the command line, e.g.:
     seqlab bench run digits --mixers lstm,gru --sparsity 0,0.5,0.8,0.9,0.95 \\
         --set sparsity.method=random_graph --set sparsity.graph=barabasi_albert
+and ``--from-results FILE`` tables and plots such a results file instead of training (a
+sweep can then be split over sessions, and ``--time-limit`` bounds each call).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, help="default 1e-2; --quick 2e-2")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--from-results", type=Path, metavar="JSONL",
+                    help="train nothing: table and plot the cells of a `seqlab bench run` results "
+                    "file (sweeps with --sparsity, one per method; see the module docstring)")
     ap.add_argument("--out", type=Path,
                     help="JSON results (default benchmarks/out/sparsity_curve[-quick].json)")
     args = ap.parse_args(argv)
@@ -149,8 +154,59 @@ def plot(records: list[dict], mixers: list[str], methods: list[str], path: Path,
     plt.close(fig)
 
 
+def method_of(sparsity: dict) -> str:
+    """This script's method name for a cell's sparsity options."""
+    if not sparsity.get("target"):
+        return "dense"
+    return "magnitude" if sparsity["method"] == "magnitude" else sparsity["graph"]
+
+
+def realised_sparsity(config: dict) -> float:
+    """The zeros a cell's masks start with: a record from before bench records kept it.
+    Exact for random graphs (fixed masks); magnitude pruning reaches its target."""
+    from seqlab.train.sparsity import Pruner
+
+    cell = CellConfig.from_dict(config)
+    if cell.train.sparsity.method == "magnitude":
+        return cell.train.sparsity.target
+    pruner = Pruner(cell.train.sparsity, build_model(cell, cell.build_probe()), cell.train.steps)
+    pruner.start()
+    return pruner.sparsity()
+
+
+def records_from_results(path: Path) -> list[dict]:
+    """This script's records from a ``seqlab bench run`` results file (finished cells)."""
+    from seqlab.bench.results import read_results
+
+    out = []
+    for r in read_results(path, must_exist=True).latest():
+        if r["status"] != "ok":
+            continue
+        sp = r["config"]["train"].get("sparsity", {})
+        real = r.get("sparsity")
+        out.append({"mixer": r["mixer"], "method": method_of(sp), "level": sp.get("target", 0.0),
+                    "seed": r["seed"], "accuracy": r["metrics"]["accuracy"],
+                    "sparsity": real if real is not None else
+                    (0.0 if not sp.get("target") else realised_sparsity(r["config"])),
+                    "final_loss": r["final_loss"], "train_s": r["train_s"], "key": r["key"]})
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_results is not None:
+        records = records_from_results(args.from_results)
+        mixers = list(dict.fromkeys(r["mixer"] for r in records))
+        methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+        levels = sorted({r["level"] for r in records})
+        print(table(records, mixers, methods, levels))
+        png = args.out.with_suffix(".png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot(records, mixers, methods, png, f"{args.from_results.name}: {', '.join(mixers)}")
+        args.out.write_text(json.dumps({"meta": {"from_results": str(args.from_results)},
+                                        "records": records}, indent=1))
+        print(f"\nwrote {args.out} and {png}")
+        return 0
     torch.set_num_threads(args.threads)
     mixers = [m for m in args.mixers.split(",") if m]
     methods = [m for m in args.methods.split(",") if m]
