@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seqlab.bench.results import BenchError, read_results
+from seqlab.bench.results import BenchError, read_results, without_later_options
 from seqlab.files import make_folder
 
 
@@ -91,17 +91,11 @@ _NOT_RECIPE = {"model": ("scan", "chunk_size"),
 def _options(record: dict) -> dict:
     """The recipe of a cell beyond mixer, width and length, flattened: its model options,
     training options and probe parameters, without the ones in ``_NOT_RECIPE``."""
-    config = record.get("config", {})
+    config = without_later_options(record.get("config", {}))
     out = {}
     for part, ignored in _NOT_RECIPE.items():
         out.update({f"{part}.{k}": v for k, v in _flat(config.get(part, {})).items()
                     if k.rsplit(".", 1)[-1] not in ignored})
-    # Options added after older records were written, left out when off (as CellConfig.key
-    # does), so an old record and a new one of the same recipe are one series.
-    if not out.get("train.sparsity.target"):
-        out = {k: v for k, v in out.items() if not k.startswith("train.sparsity.")}
-    if out.get("train.decay_time_scales") is False:
-        del out["train.decay_time_scales"]
     return out
 
 

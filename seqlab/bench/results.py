@@ -19,6 +19,21 @@ from seqlab.files import read_text
 FINISHED = ("ok", "nan")   # a cell that diverged is a result too; "error" cells run again
 
 
+def without_later_options(recipe: dict) -> dict:
+    """A cell's recipe (``CellConfig.to_dict()``, or a record's ``config``) without the
+    training options added after results files existed, where they are off: sparsity and
+    ``decay_time_scales``. So a dense cell keeps the key it had before those options, its old
+    records still skip it, and a report puts old and new records of one recipe on one line."""
+    train = dict(recipe.get("train", {}))
+    sparsity = train.get("sparsity") or {}
+    if not (sparsity.get("target", 0) > 0 or sparsity.get("k") is not None
+            or sparsity.get("m") is not None):   # SparsityConfig.enabled
+        train.pop("sparsity", None)
+    if not train.get("decay_time_scales"):
+        train.pop("decay_time_scales", None)
+    return {**recipe, "train": train}
+
+
 class BenchError(ValueError):
     """A results file or report request that cannot be served, phrased for the user."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from seqlab.bench.fit import ProbeTrainConfig
+from seqlab.bench.results import without_later_options
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.classifier import ClassifierConfig, SequenceClassifier
 from seqlab.models.lm import LM, LMConfig
@@ -82,14 +83,8 @@ class CellConfig(Config):
     @property
     def key(self) -> str:
         """A short, stable digest of the whole recipe."""
-        recipe = self.to_dict()
-        if not self.train.sparsity.enabled:
-            # Left out when off, so dense cells keep the keys they had before sparsity
-            # options existed, and results files recorded then still skip them.
-            del recipe["train"]["sparsity"]
-        if not self.train.decay_time_scales:   # likewise for an option added later, when off
-            del recipe["train"]["decay_time_scales"]
-        text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(without_later_options(self.to_dict()), sort_keys=True,
+                          separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
