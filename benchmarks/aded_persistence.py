@@ -27,6 +27,14 @@ from seqlab.decoding.drafters import NGramTable
 from seqlab.tasks.stdlib_functions import code_search_pairs
 
 
+def request_prompts(tok, count: int, prompt_tokens: int) -> list[list[int]]:
+    """The first ``prompt_tokens`` tokens of ``count`` test-split standard-library functions
+    (source without docstring) long enough to continue: the requests of the ADED benchmarks."""
+    _, sources = code_search_pairs("test")
+    return [ids[:prompt_tokens] for ids in map(tok.encode, sources)
+            if len(ids) >= prompt_tokens + 8][:count]
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Tokens per target call over the requests (running mean), one line per drafting arm."""
     import matplotlib
@@ -61,9 +69,7 @@ def main() -> None:
 
     model, tok = load_pretrained("smollm2")
     model.eval()
-    _, sources = code_search_pairs("test")
-    prompts = [ids[:args.prompt_tokens] for ids in map(tok.encode, sources)
-               if len(ids) >= args.prompt_tokens + 8][:args.requests]
+    prompts = request_prompts(tok, args.requests, args.prompt_tokens)
     table = NGramTable()
     arms = {"greedy": ("greedy", lambda: {}),
             "prompt lookup": ("prompt-lookup", lambda: {"temperature": 0}),

@@ -31,7 +31,8 @@ import torch
 
 import seqlab
 from seqlab.decoding.drafters import NGramTable
-from seqlab.tasks.stdlib_functions import code_search_pairs
+
+from aded_persistence import request_prompts   # the same requests as the chain benchmark
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -123,9 +124,7 @@ def main() -> None:
 
     model, tok = load_pretrained("smollm2")
     model.eval()
-    _, sources = code_search_pairs("test")
-    prompts = [ids[:args.prompt_tokens] for ids in map(tok.encode, sources)
-               if len(ids) >= args.prompt_tokens + 8][:args.requests]
+    prompts = request_prompts(tok, args.requests, args.prompt_tokens)
     reference, rows, t_all = None, [], time.perf_counter()
     for name, (strategy, options) in arms(args.shapes).items():
         r = run_arm(model, prompts, strategy, options, args.new_tokens, reference)
