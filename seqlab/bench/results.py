@@ -9,11 +9,13 @@ then fsynced. :func:`check_results_file` refuses, before any cell trains, an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqlab.bench.default_changes import pin_old_defaults
 from seqlab.files import read_text
 
 FINISHED = ("ok", "nan")   # a cell that diverged is a result too; "error" cells run again
@@ -32,6 +34,12 @@ def without_later_options(recipe: dict) -> dict:
     if not train.get("decay_time_scales"):
         train.pop("decay_time_scales", None)
     return {**recipe, "train": train}
+
+
+def recipe_key(recipe: dict) -> str:
+    """A short, stable digest of a cell's whole recipe (``CellConfig.key``)."""
+    text = json.dumps(without_later_options(recipe), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class BenchError(ValueError):
@@ -55,7 +63,9 @@ class Results:
 
 
 def read_results(path: str | Path, *, must_exist: bool = False) -> Results:
-    """Records of ``path`` (an empty result when it does not exist, unless ``must_exist``).
+    """Records of ``path`` (an empty result when it does not exist, unless ``must_exist``),
+    each read as it ran: defaults changed since it was written are pinned into its recipe
+    and key (:mod:`seqlab.bench.default_changes`).
 
     Raises:
         BenchError: ``must_exist`` and the file is missing.
@@ -77,7 +87,7 @@ def read_results(path: str | Path, *, must_exist: bool = False) -> Results:
             out.bad_lines.append(i)
             continue
         if isinstance(rec, dict) and "key" in rec:
-            out.records.append(rec)
+            out.records.append(pin_old_defaults(rec))
         else:
             out.bad_lines.append(i)
     return out

@@ -16,14 +16,13 @@ alternating. The pattern repeats up to the cell's layer count.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from seqlab.bench.fit import ProbeTrainConfig
-from seqlab.bench.results import without_later_options
+from seqlab.bench.results import recipe_key
 from seqlab.config import Config, ConfigError, require
 from seqlab.models.classifier import ClassifierConfig, SequenceClassifier
 from seqlab.models.lm import LM, LMConfig
@@ -83,9 +82,7 @@ class CellConfig(Config):
     @property
     def key(self) -> str:
         """A short, stable digest of the whole recipe."""
-        text = json.dumps(without_later_options(self.to_dict()), sort_keys=True,
-                          separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return recipe_key(self.to_dict())
 
     @property
     def label(self) -> str:

@@ -1,0 +1,80 @@
+"""Records made before a default changed are read with the old default pinned into their
+recipe and key, so a sweep reruns them under the new default and a report tells them apart."""
+
+import json
+
+import pytest
+
+from seqlab.bench.default_changes import CHANGES, pin_old_defaults
+from seqlab.bench.fit import ProbeTrainConfig
+from seqlab.bench.results import read_results, without_later_options
+from seqlab.bench.sweep import CellConfig
+
+DECAY = next(c for c in CHANGES if c.path == ("train", "decay_time_scales"))
+DAMPEN = next(c for c in CHANGES if c.path[-1] == "dampen")
+
+
+def cell(mixer: str, model: dict | None = None, **train) -> CellConfig:
+    return CellConfig(probe="test-copy-first", mixer=mixer, dim=16, layers=2,
+                      model=model or {}, train=ProbeTrainConfig(steps=3, **train))
+
+
+def record(c: CellConfig, time: float) -> dict:
+    """A record as the bench writes it; options added later are absent where off, as in
+    records written before those options existed."""
+    return {"key": c.key, "probe": c.probe, "mixer": c.mixer, "status": "ok", "metrics": {},
+            "config": without_later_options(c.to_dict()), "time": time}
+
+
+@pytest.mark.parametrize("mixer", ["mamba", "s4d", "hybrid", "attention+s4d"])
+def test_a_state_space_record_before_the_optimizer_change_ran_with_decay(mixer):
+    now = cell(mixer)
+    old = pin_old_defaults(record(now, DECAY.since - 1))
+    assert old["key"] == cell(mixer, decay_time_scales=True).key != now.key
+    assert old["pinned"] == [DECAY.what]
+    assert old["config"]["train"]["decay_time_scales"] is True
+    assert pin_old_defaults(record(now, DECAY.since + 1))["key"] == now.key
+
+
+@pytest.mark.parametrize("mixer", ["attention", "lstm", "gru"])
+def test_a_change_leaves_recipes_without_its_mixers_alone(mixer):
+    rec = record(cell(mixer), 0.0)
+    assert pin_old_defaults(rec) is rec
+
+
+def test_an_option_set_explicitly_is_not_overridden():
+    rec = record(cell("mamba", decay_time_scales=True), DECAY.since - 1)
+    assert pin_old_defaults(rec) is rec
+    rec = record(cell("atlas", {"mixer_options": {"atlas": {"dampen": True}}}), 0.0)
+    assert pin_old_defaults(rec) is rec
+    rec = record(cell("atlas(dampen=true)"), 0.0)
+    assert pin_old_defaults(rec) is rec
+
+
+def test_atlas_before_dampening_is_pinned_undampened_unless_it_used_gd():
+    old = pin_old_defaults(record(cell("atlas", {"mlp_hidden": 0}), DAMPEN.since - 1))
+    undampened = cell("atlas", {"mlp_hidden": 0, "mixer_options": {"atlas": {"dampen": False}}})
+    assert old["key"] == undampened.key != cell("atlas", {"mlp_hidden": 0}).key
+    gd = record(cell("atlas", {"mixer_options": {"atlas": {"optimizer": "gd"}}}), 0.0)
+    assert pin_old_defaults(gd) is gd
+    muon = pin_old_defaults(record(cell("atlas(optimizer=muon)"), 0.0))
+    assert muon["config"]["model"]["mixer_options"]["atlas"] == {"dampen": False}
+
+
+def test_a_record_without_a_time_or_recipe_is_read_as_written():
+    rec = record(cell("mamba"), 0.0)
+    for missing in ("time", "config"):
+        bare = {k: v for k, v in rec.items() if k != missing}
+        assert pin_old_defaults(bare) is bare
+
+
+def test_a_sweep_reruns_a_cell_recorded_under_an_old_default(tmp_path):
+    path = tmp_path / "r.jsonl"
+    rows = [record(cell("mamba"), DECAY.since - 1), record(cell("attention"), 0.0)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_text(text)
+    done = read_results(path).finished_keys()
+    assert cell("mamba").key not in done                      # to run under the new default
+    assert cell("mamba", decay_time_scales=True).key in done  # the old recipe, now explicit
+    assert cell("attention").key in done
+    assert path.read_text() == text                            # the file is not rewritten
