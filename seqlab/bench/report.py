@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -372,6 +372,11 @@ def write_report(results: str | Path, out_dir: str | Path | None = None) -> Repo
     commands = sorted({r["command"] for r in records if r.get("command")})
     if commands:
         parts += ["", "Sweeps:", *[f"    {c}" for c in commands]]
+    pinned = Counter(what for r in records for what in r.get("pinned", ()))
+    if pinned:
+        parts += ["", "Cells recorded before a default changed, shown with the old default as an "
+                  "option (seqlab/bench/default_changes.py):",
+                  *[f"- {what}: {n} cell{'s' * (n > 1)}" for what, n in sorted(pinned.items())]]
     for probe, recs in sorted(by_probe.items()):
         metric = headline(recs)
         parts += ["", f"## {probe}", "", markdown_table(recs), ""]

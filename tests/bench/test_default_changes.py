@@ -78,3 +78,22 @@ def test_a_sweep_reruns_a_cell_recorded_under_an_old_default(tmp_path):
     assert cell("mamba", decay_time_scales=True).key in done  # the old recipe, now explicit
     assert cell("attention").key in done
     assert path.read_text() == text                            # the file is not rewritten
+
+
+def test_a_report_shows_old_and_new_default_as_two_series_and_says_why(tmp_path):
+    from seqlab.bench.report import write_report
+
+    rows = []
+    for time, acc in ((DECAY.since - 1, 0.25), (DECAY.since + 1, 0.75)):
+        rec = record(cell("mamba"), time)
+        rows.append({**rec, "dim": 16, "layers": 2, "seed": 0, "seq_len": 16,
+                     "metrics": {"accuracy": acc},
+                     "by_length": [{"seq_len": 16, "accuracy": acc}], "params": 1, "state_bytes": 1,
+                     "train_s": 1.0})
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(path).markdown.read_text()
+    assert f"- {DECAY.what}: 1 cell" in text
+    rows = [line for line in text.splitlines() if line.startswith("| mamba")]
+    assert len(rows) == 2 and any("decay_time_scales=True" in r and "0.250" in r for r in rows)
+    assert any("decay_time_scales" not in r and "0.750" in r for r in rows)
