@@ -6,13 +6,16 @@ parameters), a record made before the change would otherwise carry the key of th
 recipe: ``seqlab bench run`` would skip a cell it never ran, and a report would show the old
 result under the new recipe.
 
-Each :class:`DefaultChange` names the option that restores the old behaviour. When a results
-file is read (:func:`seqlab.bench.results.read_results`), a record written before the change,
-whose recipe it concerns and does not set that option, gets the option written into its
+Each :class:`DefaultChange` names the option that restores the old behaviour. A record says
+how many of ``CHANGES`` its writer had (``changes_known``; older records only say when they
+were written, ``time``, compared with the change's commit time). When a results file is read
+(:func:`seqlab.bench.results.read_results`), a record whose writer lacked a change that
+concerns its recipe, and that does not set the option, gets the option written into its
 recipe and its key recomputed. The file itself is never rewritten.
 
 When you change a default that alters results: keep the old behaviour reachable by an option,
-and add one line to ``CHANGES`` with the commit time (``git log -1 --format=%ct``).
+and append one entry to ``CHANGES`` (never reorder it: records count into it), with the
+commit time (``git log -1 --format=%ct``) for records written before ``changes_known``.
 """
 
 from __future__ import annotations
@@ -92,22 +95,33 @@ CHANGES: tuple[DefaultChange, ...] = (
 )
 
 
+def _unknown_to_writer(record: dict, changes: tuple[DefaultChange, ...]) -> list[DefaultChange]:
+    """The changes the version that wrote ``record`` did not have: those after its
+    ``changes_known`` (written since this module exists), else those made after its ``time``."""
+    known = record.get("changes_known")
+    if isinstance(known, int) and not isinstance(known, bool) and known >= 0:
+        return list(changes[known:])
+    when = record.get("time")
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return [c for c in changes if when < c.since]
+    return []
+
+
 def pin_old_defaults(record: dict, changes: tuple[DefaultChange, ...] = CHANGES) -> dict:
-    """``record`` as it ran: each change made after it was written pinned into its recipe,
-    its key recomputed, and ``pinned`` listing what was pinned. Records without a ``time`` or
-    a ``config`` are returned as they are."""
+    """``record`` as it ran: each change its writer did not have pinned into its recipe, its
+    key recomputed, and ``pinned`` listing what was pinned. A record with neither
+    ``changes_known`` nor ``time``, or without a ``config``, is returned as it is."""
     from seqlab.bench.results import recipe_key
 
-    when, recipe = record.get("time"), record.get("config")
-    if not isinstance(when, (int, float)) or not isinstance(recipe, dict):
+    recipe = record.get("config")
+    if not isinstance(recipe, dict):
         return record
     pinned = []
-    for change in changes:
-        if when < change.since:
-            new = change.pin(recipe)
-            if new is not None:
-                recipe = new
-                pinned.append(change.what)
+    for change in _unknown_to_writer(record, changes):
+        new = change.pin(recipe)
+        if new is not None:
+            recipe = new
+            pinned.append(change.what)
     if not pinned:
         return record
     return {**record, "key": recipe_key(recipe), "config": recipe, "pinned": pinned}

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from seqlab.bench.fit import evaluate_probe, fit_probe
+from seqlab.bench.default_changes import CHANGES
 from seqlab.bench.results import BenchError, append_record, check_results_file, read_results
 from seqlab.bench.sweep import CellConfig, SweepConfig, build_model, check_cells
 from seqlab.config import ConfigError
@@ -67,7 +68,9 @@ def run_cell(cell: CellConfig, *, device: str | torch.device = "cpu", on_step=No
     record = {"key": cell.key, "probe": cell.probe, "mixer": cell.mixer, "dim": cell.dim,
               "layers": cell.layers, "seed": cell.seed, "seq_len": trained_len,
               "status": "ok", "message": "", "metrics": {}, "by_length": [],
-              "config": cell.to_dict()}
+              "config": cell.to_dict(),
+              # the defaults this version runs: later changes are pinned when it is read
+              "changes_known": len(CHANGES)}
     try:
         device = torch.device(device)
         torch.manual_seed(cell.seed)

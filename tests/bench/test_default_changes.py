@@ -97,3 +97,24 @@ def test_a_report_shows_old_and_new_default_as_two_series_and_says_why(tmp_path)
     rows = [line for line in text.splitlines() if line.startswith("| mamba")]
     assert len(rows) == 2 and any("decay_time_scales=True" in r and "0.250" in r for r in rows)
     assert any("decay_time_scales" not in r and "0.750" in r for r in rows)
+
+
+def test_a_record_that_counts_the_changes_its_writer_had_is_pinned_by_that_count():
+    """``changes_known`` decides over ``time``: an old clock with every change known pins
+    nothing, and a writer that knew none is pinned whatever its clock said."""
+    c = cell("mamba")
+    current = {**record(c, 0.0), "changes_known": len(CHANGES)}
+    assert pin_old_defaults(current) is current
+    stale = {**record(c, DECAY.since + 1e6), "changes_known": 0}
+    assert pin_old_defaults(stale)["key"] == cell("mamba", decay_time_scales=True).key
+
+
+def test_run_cell_records_how_many_changes_it_knows(monkeypatch):
+    import seqlab.bench.run as run_module
+
+    def stop(*a, **k):
+        raise RuntimeError("stop after the record is started")
+
+    monkeypatch.setattr(run_module, "build_model", stop)
+    rec = run_module.run_cell(cell("lstm"))
+    assert rec["changes_known"] == len(CHANGES) and rec["status"] == "error"
