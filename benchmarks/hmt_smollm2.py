@@ -15,6 +15,10 @@ and bits per byte overall:
 * ``HMT, memory off at test``: the tuned HMT's weights with ``memories = 0``: what the
   recalled vectors themselves add.
 
+``--recall-in direct`` feeds the recalled memory as the window's first vector (the paper's
+form); the default adds it through a map started at zero (``HMTConfig.recall_in``). ``--arms``
+runs a subset, e.g. ``--arms hmt`` to compare recall forms without repeating the others.
+
 Tuning trains the HMT parts (summary and no-memory vectors, recall projections) and, with
 ``--tune all``, SmolLM2's own weights at ``--lr-backbone``; windows of ``--seq-len`` tokens
 are drawn (seeded) from the longest training-split modules. Nothing is downloaded: SmolLM2
@@ -124,6 +128,10 @@ def main(argv=None) -> None:
     p.add_argument("--docs", type=int, default=8, help="longest validation modules scored")
     p.add_argument("--doc-tokens", type=int, default=2048)
     p.add_argument("--train-modules", type=int, default=40)
+    p.add_argument("--recall-in", choices=("residual", "direct"), default="residual",
+                   help="how HMT's recalled memory enters the window (HMTConfig.recall_in)")
+    p.add_argument("--arms", default="full,window,hmt",
+                   help="which arms to run: full (SmolLM2 as it is), window (no memory), hmt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
@@ -155,20 +163,26 @@ def main(argv=None) -> None:
                      "bits_per_token": {f"{lo}-{hi}": sum(bits[lo:hi]) / (hi - lo)
                                         for lo, hi in buckets(len(bits), args.segment)}})
 
-    score(lm, "SmolLM2, full context", {})
+    arms = set(args.arms.split(","))
+    if arms - {"full", "window", "hmt"}:
+        p.error(f"--arms {args.arms}: choose from full, window, hmt")
+    if "full" in arms:
+        score(lm, "SmolLM2, full context", {})
     untuned = {k: v.clone() for k, v in lm.state_dict().items()}
-    for memories, name in ((0, f"window {args.segment}, no memory"),
-                           (args.memories, f"HMT (N={args.memories})")):
+    hmt_name = f"HMT (N={args.memories})" + (", direct recall" if args.recall_in == "direct" else "")
+    for memories, name in ((0, f"window {args.segment}, no memory"), (args.memories, hmt_name)):
+        if ("hmt" if memories else "window") not in arms:
+            continue
         lm.load_state_dict(untuned)   # --tune all: each arm starts from SmolLM2 itself
         torch.manual_seed(args.seed)
-        model = HMT.wrap(lm, memories=memories, **window)
+        model = HMT.wrap(lm, memories=memories, recall_in=args.recall_in, **window)
         info = tune(model, train_ids, args, name)
         score(model, name, info)
         if memories:
-            off = HMT.wrap(lm, memories=0, **window)
-            off.load_state_dict({k: v for k, v in model.state_dict().items()})
+            off = HMT.wrap(lm, memories=0, recall_in=args.recall_in, **window)
+            off.load_state_dict(model.state_dict())
             off.eval()
-            score(off, f"HMT (N={memories}), memory off at test", {})
+            score(off, f"{name}, memory off at test", {})
 
     print(f"\n{platform.processor() or platform.machine()}, {args.threads} thread(s), "
           f"{time.perf_counter() - start:.0f} s in all; {len(docs)} validation modules x "

@@ -12,6 +12,13 @@ When segment n is full, the backbone reads a learned summary vector ``T`` after 
 output there is ``M_n``, appended to the cache. So the window costs the same at any
 length, and what lies beyond it arrives through ``P_n``, one vector per segment.
 
+A second change from the paper: ``P_n = P_0 + g * W_p rms(recalled)`` (``recall_in="residual"``),
+with ``P_0`` the learned vector a window gets before any memory exists, ``rms`` a division by
+the root mean square, ``W_p`` started at the identity and the per-channel gate ``g`` at zero.
+An untuned HMT is then exactly the window model, and the memory, a final hidden state of
+another scale than an embedding, is mapped into the input space as tuning finds it useful.
+``recall_in="direct"`` feeds the recalled memory itself.
+
 One change from the paper, for causality: HMT's query summarises the *first* tokens of
 segment n (``T`` after them), which the tokens of segment n then depend on; a decoder
 cannot know them before it writes them. Here the query summarises the last ``query``
@@ -33,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +65,13 @@ class HMTConfig(Config):
         memories: memory embeddings kept and recalled over (N); 0 is the ablation without
             memory (every window starts from the same learned vector).
         recall_dim: width of the recall attention's queries and keys.
+        recall_in: how the recalled memory enters the window. "residual":
+            ``P = P_0 + g * W_p rms(recalled)`` (rms: divided by its root mean square; W_p
+            started at the identity, the per-channel gate g at zero), so an untuned HMT reads
+            exactly as the window without memory and tuning adds the memory as far as it
+            helps. "direct": ``P = recalled``, as the paper writes it; a memory is a final
+            hidden state, which in SmolLM2 is about 19 times an embedding's norm, and after a
+            40-step tuning that input made SmolLM2 worse than no memory (docs/results.md).
         max_length: the longest sequence the model accepts (None: no limit).
     """
 
@@ -67,6 +81,7 @@ class HMTConfig(Config):
     query: int = 8
     memories: int = 32
     recall_dim: int = 64
+    recall_in: Literal["residual", "direct"] = "residual"
     max_length: int | None = None
 
     def validate(self) -> None:
@@ -157,6 +172,13 @@ class HMT(SequenceModel):
         self.recall_k = nn.Linear(D, cfg.recall_dim, bias=False)
         for lin in (self.recall_q, self.recall_k):
             nn.init.normal_(lin.weight, std=D ** -0.5)
+        if cfg.recall_in == "residual":      # P = P_0 + g * W_p rms(recalled); g starts at 0
+            # A gate per channel rather than W_p at zero: Adam moves every entry of a zero
+            # matrix by about lr at once, which summed over D inputs made a 2-step tuning of
+            # SmolLM2 worse than no memory. The gate's first steps move P by about lr.
+            self.recall_out = nn.Linear(D, D, bias=False)
+            nn.init.eye_(self.recall_out.weight)
+            self.recall_gate = nn.Parameter(torch.zeros(D))
 
     @classmethod
     def wrap(cls, lm: LM, **options: Any) -> "HMT":
@@ -210,7 +232,11 @@ class HMT(SequenceModel):
         # A row with nothing held attends over zeros and is replaced below: no -inf rows.
         scores = scores.masked_fill(~(held | (count == 0)[:, None]), float("-inf"))
         recalled = (scores.softmax(-1)[..., None] * memory).sum(1)
-        return torch.where((count > 0)[:, None], recalled, self.no_memory.to(memory.dtype))
+        start = self.no_memory.to(memory.dtype)
+        if self.cfg.recall_in == "residual":
+            unit = recalled * torch.rsqrt(recalled.pow(2).mean(-1, keepdim=True) + 1e-6)
+            recalled = start + self.recall_gate.to(memory.dtype) * self.recall_out(unit)
+        return torch.where((count > 0)[:, None], recalled, start)
 
     def _window(self, recalled: Tensor, previous: Tensor | None) -> Tensor:
         """``[P, e(sensory tokens of the previous segment)]`` as ``(B, 1 + k, D)``."""

@@ -65,13 +65,16 @@ def reference(model: HMT, tokens: torch.Tensor) -> torch.Tensor:
         query = model.recall_q(qh[0, -1])
         weights = torch.stack([query @ model.recall_k(m) for m in memories]) / cfg.recall_dim ** 0.5
         P = (weights.softmax(0)[:, None] * torch.stack(memories)).sum(0)
+        if cfg.recall_in == "residual":
+            unit = P / P.pow(2).mean().add(1e-6).sqrt()
+            P = model.no_memory + model.recall_gate * (model.recall_out.weight @ unit)
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("memories", [0, 2])
+@pytest.mark.parametrize("memories, recall_in", [(0, "residual"), (2, "residual"), (2, "direct")])
 @torch.no_grad()
-def test_equals_the_explicit_reference(memories):
-    model = make(memories=memories)
+def test_equals_the_explicit_reference(memories, recall_in):
+    model = make(memories=memories, recall_in=recall_in)
     tokens = torch.randint(0, V, (2, 23))   # four full segments: the oldest memory is dropped
     full, _ = model(tokens)
     for b in range(2):
@@ -99,6 +102,27 @@ def test_causal_and_memory_reaches_past_the_window():
     no_recall = make(memories=1)
     no_recall.recall_q.weight.zero_()    # memory still flows, through the single slot
     assert (no_recall(changed)[0][:, 15:] - no_recall(tokens)[0][:, 15:]).abs().max() > 1e-6
+
+
+@torch.no_grad()
+def test_an_untuned_residual_recall_reads_as_the_window_without_memory():
+    """The gate starts at zero: a fresh HMT's logits are the no-memory window's (to rounding: a
+    full segment's window is one vector longer, for T), and the gate's gradient is not zero,
+    so tuning can bring the memory in."""
+    torch.manual_seed(0)
+    cfg = dict(segment=5, sensory=2, query=3, recall_dim=8)
+    fresh = HMT(HMTConfig(backbone=BACKBONE, memories=2, **cfg)).double()
+    window = HMT(HMTConfig(backbone=BACKBONE, memories=0, **cfg), backbone=fresh.lm).double()
+    window.no_memory.copy_(fresh.no_memory)
+    tokens = torch.randint(0, V, (2, 23))
+    torch.testing.assert_close(fresh(tokens)[0], window(tokens)[0], atol=1e-12, rtol=0)
+    direct = HMT(HMTConfig(backbone=BACKBONE, memories=2, recall_in="direct", **cfg),
+                 backbone=fresh.lm).double()
+    assert (direct(tokens)[0] - window(tokens)[0]).abs().max() > 1e-3
+    with torch.enable_grad():
+        logits, _ = fresh(tokens)
+        torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)).backward()
+    assert fresh.recall_gate.grad.abs().max() > 0
 
 
 @torch.no_grad()
