@@ -42,7 +42,8 @@ def build(args, memories: int):
     backbone = LMConfig(vocab_size=256, dim=args.dim, layers=f"attention(heads=4)*{args.layers}",
                         max_length=None)
     return HMT(HMTConfig(backbone=backbone, segment=args.segment, sensory=args.sensory,
-                         query=args.query, memories=memories, recall_dim=64))
+                         query=args.query, memories=memories, recall_dim=64,
+                         recall_in=args.recall_in))
 
 
 def train(model, corpus, args, name) -> dict:
@@ -136,6 +137,8 @@ def main() -> None:
     p.add_argument("--sensory", type=int, default=16)
     p.add_argument("--query", type=int, default=16)
     p.add_argument("--memories", type=int, default=16)
+    p.add_argument("--recall-in", choices=("residual", "direct"), default="residual",
+                   help="how the recalled memory enters the window (HMTConfig.recall_in)")
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=1024, help="bytes per training window")
