@@ -27,6 +27,7 @@ default, so the CPU times are comparable.
     python benchmarks/arrow_extrapolation.py                 # 500 steps each, sides 16,24,32: ~25 CPU min
     python benchmarks/arrow_extrapolation.py --quick         # tiny models, 30 steps: < 1 min
     python benchmarks/arrow_extrapolation.py --sides 16,24,32,48 --seeds 0,1
+    python benchmarks/arrow_extrapolation.py --from-results a.json,b.json --out seeds.json   # table + plot per seed
 Prints a table, writes benchmarks/out/arrow_extrapolation[-quick].json and a PNG beside it.
 """
 
@@ -71,7 +72,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None,
                     help="default benchmarks/out/arrow_extrapolation.json (-quick.json with --quick)")
     ap.add_argument("--quick", action="store_true", help="width 16, 2 layers, 30 steps, 64 test images")
+    ap.add_argument("--from-results", default=None, metavar="JSON,JSON",
+                    help="train nothing: table and plot the runs of earlier result files "
+                         "(one row and line per model and seed), written to --out's PNG")
     args = ap.parse_args(argv)
+    if args.from_results:
+        args.from_results = [Path(p) for p in args.from_results.split(",")]
+        if missing := [str(p) for p in args.from_results if not p.is_file()]:
+            ap.error(f"--from-results: no such file {', '.join(missing)}")
     if args.quick:
         args.dim, args.layers, args.steps, args.eval_examples, args.sides = 16, 2, 30, 64, "16,24"
     try:
@@ -161,6 +169,66 @@ def print_table(runs: list[dict], args) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def load_runs(paths: list[Path]) -> tuple[list[dict], int]:
+    """The runs of earlier result files (accuracy keyed by int side), and their step count.
+
+    Raises:
+        SystemExit: files with different step counts, or one that is not a result file.
+    """
+    runs, steps = [], set()
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            steps.add(data["settings"]["steps"])
+            for r in data["runs"]:
+                runs.append({**r, "accuracy": {int(k): v for k, v in r["accuracy"].items()}})
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--from-results: {path} is not a file this script wrote ({e!r})")
+    if len(steps) != 1:
+        raise SystemExit(f"--from-results: the files trained for different steps {sorted(steps)}; "
+                         "compare runs of one recipe")
+    return runs, steps.pop()
+
+
+def print_seed_table(runs: list[dict], sides: list[int]) -> None:
+    """One row per model and seed, then each model's mean over the seeds that scored a side."""
+    cols = ["model", "seed", *(f"{s} x {s}" for s in sides), "final train loss", "train CPU s"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---|---:|" + "---:|" * (len(cols) - 2))
+    for name in dict.fromkeys(r["model"] for r in runs):
+        rs = [r for r in runs if r["model"] == name]
+        for r in rs:
+            accs = [f"{r['accuracy'][s]:.3f}" if s in r["accuracy"] else "-" for s in sides]
+            print(f"| {name} | {r['seed']} | " + " | ".join(accs)
+                  + f" | {r['final_loss']:.3f} | {r['train_cpu_s']:.0f} |")
+
+
+def plot_seeds(runs: list[dict], sides: list[int], steps: int, path: Path) -> None:
+    """Accuracy against side, a line per model and seed (sides a run did not score are left out)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colours = dict(zip(dict.fromkeys(r["model"] for r in runs), ("C0", "C1", "C2")))
+    for r in runs:
+        xs = [s for s in sides if s in r["accuracy"]]
+        ax.plot(xs, [r["accuracy"][s] for s in xs], marker="o", color=colours[r["model"]],
+                alpha=0.8, label=f"{r['model']} seed {r['seed']}",
+                linestyle="-" if r["model"] == "plstm" else "--")
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.axvline(TRAIN_SIDE, color="grey", linestyle="-.", linewidth=0.8, label="training side")
+    ax.set_xticks(sides)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_xlabel("test image side (pixels)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"arrow pointing: trained on {TRAIN_SIDE} x {TRAIN_SIDE}, {steps} steps, each seed",
+                 fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(runs: list[dict], args, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -191,6 +259,15 @@ def plot(runs: list[dict], args, path: Path) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.from_results:
+        runs, steps = load_runs(args.from_results)
+        sides = sorted({s for r in runs for s in r["accuracy"]})
+        print(f"Arrow pointing, {steps} steps, from {', '.join(map(str, args.from_results))}")
+        print_seed_table(runs, sides)
+        png = args.out.with_suffix(".png")
+        plot_seeds(runs, sides, steps, png)
+        print(f"\nwrote {png}")
+        return
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runs = []
