@@ -132,6 +132,10 @@ def main(argv=None) -> None:
                    help="how HMT's recalled memory enters the window (HMTConfig.recall_in)")
     p.add_argument("--arms", default="full,window,hmt",
                    help="which arms to run: full (SmolLM2 as it is), window (no memory), hmt")
+    p.add_argument("--from-results", default=None, metavar="JSON,JSON",
+                   help="run nothing: one table and plot of the rows of earlier result files "
+                        "(written to --out's PNG); the full-context and window rows are taken "
+                        "from the first file that has them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
@@ -140,6 +144,12 @@ def main(argv=None) -> None:
         args.segment, args.sensory, args.query, args.memories = 32, 8, 8, 4
         args.steps, args.seq_len, args.docs, args.doc_tokens, args.train_modules = 2, 96, 2, 160, 4
     out = args.out or OUT / ("hmt_smollm2-quick.json" if args.quick else "hmt_smollm2.json")
+    if args.from_results:
+        rows = combined_rows([Path(f) for f in args.from_results.split(",")], p)
+        print_table(rows)
+        plot(rows, out.with_suffix(".png"), args)
+        print(f"wrote {out.with_suffix('.png')}")
+        return
 
     from seqlab.models.hmt import HMT
     from seqlab.models.pretrained import load_pretrained
@@ -188,6 +198,16 @@ def main(argv=None) -> None:
           f"{time.perf_counter() - start:.0f} s in all; {len(docs)} validation modules x "
           f"{args.doc_tokens} tokens; window {args.segment} + {args.sensory} sensory tokens; "
           f"tuning {args.steps} steps of {args.seq_len} tokens ({args.tune})")
+    print_table(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
+                                        for k, v in vars(args).items()},
+                               "cpu": platform.processor(), "rows": rows}, indent=2))
+    plot(rows, out.with_suffix(".png"), args)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def print_table(rows: list[dict]) -> None:
     keys = list(rows[0]["bits_per_token"])
     print("| model | tune CPU s | final tune loss | bits per byte | "
           + " | ".join(f"tokens {k}" for k in keys) + " |")
@@ -197,12 +217,27 @@ def main(argv=None) -> None:
                  else "- | -")
         print(f"| {r['model']} | {tuned} | {r['bits_per_byte']:.3f} | "
               + " | ".join(f"{v:.3f}" for v in r["bits_per_token"].values()) + " |")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v
-                                        for k, v in vars(args).items()},
-                               "cpu": platform.processor(), "rows": rows}, indent=2))
-    plot(rows, out.with_suffix(".png"), args)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def combined_rows(paths: list[Path], parser) -> list[dict]:
+    """The rows of several result files, each row once. Files written before ``--recall-in``
+    existed ran the direct recall, and their HMT rows are named so."""
+    rows, seen = [], set()
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            direct = data["args"].get("recall_in", "direct") == "direct"
+            for r in data["rows"]:
+                name = r["model"]
+                if direct and name.startswith("HMT") and "direct recall" not in name:
+                    head, _, rest = name.partition(")")
+                    name = f"{head}), direct recall{rest}"
+                if name not in seen:
+                    seen.add(name)
+                    rows.append({**r, "model": name})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            parser.error(f"--from-results: {path} is not a result file of this script ({e!r})")
+    return rows
 
 
 def plot(rows: list[dict], path: Path, args) -> None:
@@ -213,7 +248,8 @@ def plot(rows: list[dict], path: Path, args) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for r in rows:
         keys = list(r["bits_per_token"])
-        ax.plot(range(len(keys)), list(r["bits_per_token"].values()), marker="o", label=r["model"])
+        ax.plot(range(len(keys)), list(r["bits_per_token"].values()), marker="o",
+                label=f"{r['model']} ({r['bits_per_byte']:.3f} bpb)")
     ax.set_xticks(range(len(keys)), keys, rotation=30)
     ax.set_xlabel(f"token position (window {args.segment} + {args.sensory} sensory)")
     ax.set_ylabel("bits per token")
