@@ -80,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.from_results = [Path(p) for p in args.from_results.split(",")]
         if missing := [str(p) for p in args.from_results if not p.is_file()]:
             ap.error(f"--from-results: no such file {', '.join(missing)}")
+        args.loaded = load_runs(args.from_results, ap.error)
     if args.quick:
         args.dim, args.layers, args.steps, args.eval_examples, args.sides = 16, 2, 30, 64, "16,24"
     try:
@@ -169,12 +170,10 @@ def print_table(runs: list[dict], args) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def load_runs(paths: list[Path]) -> tuple[list[dict], int]:
+def load_runs(paths: list[Path], fail) -> tuple[list[dict], int]:
     """The runs of earlier result files (accuracy keyed by int side), and their step count.
-
-    Raises:
-        SystemExit: files with different step counts, or one that is not a result file.
-    """
+    ``fail`` (the parser's ``error``: exit 2) gets files of different step counts, or one that
+    is not a result file."""
     runs, steps = [], set()
     for path in paths:
         try:
@@ -183,15 +182,15 @@ def load_runs(paths: list[Path]) -> tuple[list[dict], int]:
             for r in data["runs"]:
                 runs.append({**r, "accuracy": {int(k): v for k, v in r["accuracy"].items()}})
         except (ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"--from-results: {path} is not a file this script wrote ({e!r})")
+            fail(f"--from-results: {path} is not a file this script wrote ({e!r})")
     if len(steps) != 1:
-        raise SystemExit(f"--from-results: the files trained for different steps {sorted(steps)}; "
-                         "compare runs of one recipe")
+        fail(f"--from-results: the files trained for different steps {sorted(steps)}; "
+             "compare runs of one recipe")
     return runs, steps.pop()
 
 
 def print_seed_table(runs: list[dict], sides: list[int]) -> None:
-    """One row per model and seed, then each model's mean over the seeds that scored a side."""
+    """One row per model and seed ("-" for a side the run did not score)."""
     cols = ["model", "seed", *(f"{s} x {s}" for s in sides), "final train loss", "train CPU s"]
     print("| " + " | ".join(cols) + " |")
     print("|---|---:|" + "---:|" * (len(cols) - 2))
@@ -260,7 +259,7 @@ def plot(runs: list[dict], args, path: Path) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.from_results:
-        runs, steps = load_runs(args.from_results)
+        runs, steps = args.loaded
         sides = sorted({s for r in runs for s in r["accuracy"]})
         print(f"Arrow pointing, {steps} steps, from {', '.join(map(str, args.from_results))}")
         print_seed_table(runs, sides)

@@ -70,13 +70,10 @@ def train(model, corpus, args, name) -> dict:
 
 def long_documents(count: int, length: int) -> list[bytes]:
     """The first ``length`` bytes of the ``count`` longest validation-split modules."""
-    from seqlab.tasks.corpus import DataConfig, _is_val, collect_files
+    from seqlab.tasks.corpus import longest_files
 
-    cfg = DataConfig()
-    files = [f for f in collect_files(cfg) if _is_val(f, cfg.val_fraction)]
-    files.sort(key=lambda f: f.stat().st_size, reverse=True)
     docs = []
-    for f in files:
+    for f in longest_files("val"):
         data = f.read_bytes()
         if len(data) >= length:
             docs.append(data[:length])

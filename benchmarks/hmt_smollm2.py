@@ -45,14 +45,11 @@ from tqdm import tqdm
 OUT = Path(__file__).parent / "out"
 
 
-def modules(split: str, count: int, min_bytes: int) -> list[bytes]:
-    """The ``count`` longest modules of ``split`` ("train" or "val") with >= min_bytes bytes."""
-    from seqlab.tasks.corpus import DataConfig, _is_val, collect_files
+def modules(split: str, count: int) -> list[bytes]:
+    """The ``count`` longest modules of ``split`` ("train" or "val")."""
+    from seqlab.tasks.corpus import longest_files
 
-    cfg = DataConfig()
-    files = [f for f in collect_files(cfg) if _is_val(f, cfg.val_fraction) == (split == "val")]
-    files.sort(key=lambda f: f.stat().st_size, reverse=True)
-    return [f.read_bytes() for f in files if f.stat().st_size >= min_bytes][:count]
+    return [f.read_bytes() for f in longest_files(split)[:count]]
 
 
 def tune(model, ids: list[list[int]], args, name: str) -> dict:
@@ -158,8 +155,8 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     lm, tok = load_pretrained("smollm2")
     lm.eval()
-    train_ids = [tok.encode(m) for m in modules("train", args.train_modules, 1)]
-    val = [tok.encode(m)[:args.doc_tokens + 1] for m in modules("val", 4 * args.docs, 1)]
+    train_ids = [tok.encode(m) for m in modules("train", args.train_modules)]
+    val = [tok.encode(m)[:args.doc_tokens + 1] for m in modules("val", 4 * args.docs)]
     docs = [d for d in val if len(d) == args.doc_tokens + 1][:args.docs]
     doc_bytes = sum(len(tok.decode_bytes(d[1:])) for d in docs)
     window = dict(segment=args.segment, sensory=args.sensory, query=args.query)

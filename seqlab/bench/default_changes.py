@@ -28,11 +28,12 @@ from typing import Any, Callable
 def _layers(recipe: dict) -> list[tuple[str, dict]]:
     """(mixer, options given for it) for each layer of the recipe's pattern."""
     from seqlab.bench.sweep import layer_pattern   # sweep imports this module's user
+    from seqlab.config import ConfigError
 
     given = (recipe.get("model") or {}).get("mixer_options") or {}
     try:
         pattern = layer_pattern(recipe.get("mixer", ""))
-    except Exception:          # a record of a mixer this version does not know: leave it
+    except ConfigError:        # a record of a mixer this version does not know: leave it
         return []
     return [(spec.mixer, {**given.get(spec.mixer, {}), **spec.options}) for spec in pattern]
 
@@ -62,21 +63,21 @@ class DefaultChange:
 
     def pin(self, recipe: dict) -> dict | None:
         """``recipe`` with the old value pinned, or None when the change does not concern it."""
-        hit = [(m, o) for m, o in _layers(recipe) if m in self.mixers and self.applies(o)]
+        hit = {m: o for m, o in _layers(recipe) if m in self.mixers and self.applies(o)}
         if not hit:
             return None
         out = copy.deepcopy(recipe)
-        for mixer in sorted({m for m, _ in hit}):
+        for mixer, given in sorted(hit.items()):
             keys = [mixer if k == "{mixer}" else k for k in self.path]
+            if "{mixer}" in self.path and keys[-1] in given:
+                return None            # given for the mixer (mixer_options or inline in the pattern)
             node = out
             for k in keys[:-1]:
                 node = node.setdefault(k, {})
                 if not isinstance(node, dict):
                     return None
-            if keys[-1] in node:                       # set explicitly: the recipe says it all
+            if keys[-1] in node:       # set explicitly: the recipe says it all
                 return None
-            if self.path[0] == "model" and self.path[-1] in dict(hit)[mixer]:
-                return None                            # given inline in the pattern
             node[keys[-1]] = self.old
         return out
 

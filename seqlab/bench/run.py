@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from seqlab.bench.fit import evaluate_probe, fit_probe
 from seqlab.bench.default_changes import CHANGES
+from seqlab.bench.fit import evaluate_probe, fit_probe
 from seqlab.bench.results import BenchError, append_record, check_results_file, read_results
 from seqlab.bench.sweep import CellConfig, SweepConfig, build_model, check_cells
 from seqlab.config import ConfigError

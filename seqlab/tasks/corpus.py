@@ -125,6 +125,14 @@ def _is_val(path: Path, fraction: float) -> bool:
     return zlib.crc32(path.name.encode() + str(path.parent.name).encode()) % 10_000 < fraction * 10_000
 
 
+def longest_files(split: Literal["train", "val"], cfg: DataConfig | None = None) -> list[Path]:
+    """The files of one split of ``cfg``'s corpus (the fixed split ``load_corpus`` trains and
+    validates on), longest first: the long documents memory and long-context benchmarks read."""
+    cfg = cfg or DataConfig()
+    files = [f for f in collect_files(cfg) if _is_val(f, cfg.val_fraction) == (split == "val")]
+    return sorted(files, key=lambda f: f.stat().st_size, reverse=True)
+
+
 @dataclass
 class Corpus:
     """Memory-mapped train and validation token streams plus their tokenizer."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqlab.tasks.corpus import DataConfig, DataError, collect_files, load_corpus
+from seqlab.tasks.corpus import DataConfig, DataError, collect_files, load_corpus, longest_files
 
 
 @pytest.fixture
@@ -37,6 +37,20 @@ def test_split_is_by_file_and_stable(textdir):
     # whole files land in validation: each held-out file's header appears with its body
     headers = [line for line in val_text.splitlines() if line.startswith("# file")]
     assert headers and all(val_text.count(h + "\n") == 1 for h in headers)
+
+
+def test_longest_files_are_load_corpus_splits_longest_first(textdir):
+    """The two splits partition the corpus as load_corpus splits it, each longest first."""
+    for i in range(40):   # sizes that differ, so the order is a real check
+        (textdir / f"f{i:02d}.py").write_text(f"# file {i}\n" + "x = 1\n" * (i + 1))
+    cfg = DataConfig(paths=(str(textdir),), extensions=(".py",))
+    train, val = longest_files("train", cfg), longest_files("val", cfg)
+    assert sorted(train + val) == collect_files(cfg) and val and train
+    for split in (train, val):
+        sizes = [f.stat().st_size for f in split]
+        assert sizes == sorted(sizes, reverse=True)
+    c = load_corpus(cfg, progress=False)
+    assert c.stats["val_tokens"] == sum(f.stat().st_size for f in val)
 
 
 def test_globs_and_missing_paths(textdir):
